@@ -1,0 +1,100 @@
+"""Argument checks at the API edge: every message names the argument, what was expected and what
+arrived. Kernels never check anything, so everything they assume is established here."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: kernels index with 32-bit ints: refuse any array whose element count would overflow them
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _describe(a) -> str:
+    if a is None:
+        return "None"
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return f"{type(a).__module__.split('.')[0]} array of shape {tuple(a.shape)} and dtype {a.dtype}"
+    return f"{type(a).__name__} {a!r}"[:120]
+
+
+def fail(name: str, expected: str, got) -> None:
+    """Raise ``ValueError("{name}: expected {expected}, got {got}")``."""
+    raise ValueError(f"{name}: expected {expected}, got {got}")
+
+
+def positive_int(name: str, value) -> int:
+    """An ``int`` >= 1 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive int, got {_describe(value)}")
+    if value < 1:
+        fail(name, "a positive int", value)
+    return int(value)
+
+
+def positive_float(name: str, value) -> float:
+    """A finite real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a positive float, got {_describe(value)}")
+    if not (np.isfinite(value) and value > 0):
+        fail(name, "a finite float > 0", value)
+    return float(value)
+
+
+def array(name: str, a, xp, ndim: int, dtype=None):
+    """An array of module ``xp`` (NumPy or CuPy) with ``ndim`` dims and a float dtype
+    (``dtype`` if given); returned C-contiguous (copied only when it is not)."""
+    if a is None or not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{name}: expected a {xp.__name__} array, got {_describe(a)}")
+    if xp is np and type(a).__module__.startswith("cupy"):
+        raise TypeError(f"{name}: expected a NumPy array (like x), got {_describe(a)}")
+    if xp is not np and not type(a).__module__.startswith("cupy"):
+        raise TypeError(f"{name}: expected a CuPy array (like x), got {_describe(a)}")
+    if a.ndim != ndim:
+        fail(name, f"{ndim} dimensions", _describe(a))
+    if dtype is None and a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {_describe(a)}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} (the dtype of x), got {a.dtype}")
+    if a.size > MAX_ELEMENTS:
+        fail(name, f"at most {MAX_ELEMENTS} elements (32-bit kernel indexing)", _describe(a))
+    return xp.ascontiguousarray(a)
+
+
+def shape(name: str, a, expected: tuple, meaning: str) -> None:
+    """``a.shape == expected``; ``meaning`` spells the expected shape in symbols, e.g. ``[B,H]``."""
+    if tuple(a.shape) != tuple(expected):
+        fail(name, f"shape {meaning} = {tuple(expected)}", f"shape {tuple(a.shape)}")
+
+
+def labels(name: str, y, xp, batch: int, num_classes: int):
+    """Integer class labels ``[B]`` in ``[0, num_classes)``, returned as int64."""
+    if y is None or not hasattr(y, "dtype"):
+        y = np.asarray(y) if y is not None else y
+    if y is None or y.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array of shape [B] = ({batch},), "
+                        f"got {_describe(y)}")
+    shape(name, y, (batch,), "[B]")
+    y = xp.asarray(y, dtype=xp.int64)
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        fail(name, f"labels in [0, {num_classes})", f"values from {lo} to {hi}")
+    return y
+
+
+def lengths(name: str, lens, xp, batch: int, steps: int):
+    """``lengths [B]`` integers in ``[0, T]``, returned as int32 on ``xp``; None means all T."""
+    if lens is None:
+        return xp.full(batch, steps, dtype=xp.int32)
+    if not hasattr(lens, "dtype"):
+        lens = np.asarray(lens)
+    if lens.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integers, got {_describe(lens)}")
+    shape(name, lens, (batch,), "[B]")
+    lens = xp.asarray(lens)
+    if batch and (int(lens.min()) < 0 or int(lens.max()) > steps):
+        fail(name, f"values in [0, T] = [0, {steps}]",
+             f"values from {int(lens.min())} to {int(lens.max())}")
+    return xp.ascontiguousarray(lens, dtype=xp.int32)

@@ -1,0 +1,139 @@
+"""The functional API: one tanh RNN layer forward and backward, on NumPy (CPU) or CuPy (GPU) arrays.
+
+The array type picks the device; ``backend="reference"`` selects the NumPy reference on the CPU.
+Arguments are validated here, once; kernels check nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastrnn import _validate as check
+from fastrnn.backends import array_device, get_backend
+
+
+def _xp(x):
+    if array_device(x) == "cuda":
+        import cupy
+
+        return cupy
+    return np
+
+
+def _pick_backend(x, backend: str | None):
+    device = array_device(x)
+    if backend is None:
+        return get_backend(device)
+    allowed = ("cpu", "reference") if device == "cpu" else ("cuda",)
+    if backend not in allowed:
+        check.fail("backend", f"one of {allowed} for a {device} array x (or None)", repr(backend))
+    return get_backend(backend)
+
+
+def _check_layer(x, h0, w_ih, w_hh, b, lengths, time_major, has_bias=True):
+    """Validate one layer's arguments; returns them normalised plus (xp, B, T, H)."""
+    if not isinstance(time_major, bool):
+        raise TypeError(f"time_major: expected a bool, got {time_major!r}")
+    xp = _xp(x)
+    x = check.array("x", x, xp, 3)
+    dt = x.dtype
+    T, B, I = x.shape if time_major else (x.shape[1], x.shape[0], x.shape[2])
+    layout = "[T,B,I]" if time_major else "[B,T,I]"
+    for name, n in (("B", B), ("T", T), ("I", I)):
+        if n < 1:
+            check.fail("x", f"shape {layout} with {name} >= 1", f"shape {tuple(x.shape)}")
+    w_hh = check.array("w_hh", w_hh, xp, 2, dt)
+    H = w_hh.shape[0]
+    if H < 1:
+        check.fail("w_hh", "shape [H,H] with H >= 1", f"shape {tuple(w_hh.shape)}")
+    check.shape("w_hh", w_hh, (H, H), "[H,H]")
+    w_ih = check.array("w_ih", w_ih, xp, 2, dt)
+    check.shape("w_ih", w_ih, (H, I), "[H,I]")
+    if has_bias:  # rnn_backward takes no bias
+        b = check.array("b", b, xp, 1, dt)
+        check.shape("b", b, (H,), "[H]")
+    if h0 is None:
+        h0 = xp.zeros((B, H), dtype=dt)
+    else:
+        h0 = check.array("h0", h0, xp, 2, dt)
+        check.shape("h0", h0, (B, H), "[B,H]")
+    if B * T * max(I, H) > check.MAX_ELEMENTS:
+        check.fail("x", f"B*T*max(I,H) <= {check.MAX_ELEMENTS} (32-bit kernel indexing)",
+                   f"B={B}, T={T}, I={I}, H={H}")
+    lengths = check.lengths("lengths", lengths, xp, B, T)
+    return x, h0, w_ih, w_hh, b, lengths, (xp, B, T, H)
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, *, backend=None):
+    """One tanh RNN layer over all T steps: ``h_t = tanh(W_ih x_t + W_hh h_{t-1} + b)``.
+
+    Parameters
+    ----------
+    x : array [B,T,I] (or [T,B,I] when ``time_major``), float32 or float64
+        NumPy array: runs on the CPU; CuPy array: on the GPU. Every other array must match its
+        type and dtype.
+    h0 : array [B,H] or None
+        Initial state; None means zeros.
+    w_ih : array [H,I]
+    w_hh : array [H,H]
+    b : array [H]
+        One bias (PyTorch's ``b_ih + b_hh``).
+    lengths : integer array [B] or None
+        TensorFlow's ``sequence_length``: for ``t >= lengths[b]`` the output is zero and the state
+        is carried, so ``h_n[b]`` is the state at ``t = lengths[b]-1`` (``h0[b]`` for length 0).
+        None means every sequence runs all T steps.
+    time_major : bool
+        Layout of ``x`` and ``y``.
+    backend : {None, "cpu", "reference", "cuda"}
+        None picks by the array type; "reference" runs the NumPy reference.
+
+    Returns
+    -------
+    y : array [B,T,H] (or [T,B,H])
+    h_n : array [B,H]
+    """
+    x, h0, w_ih, w_hh, b, lengths, _ = _check_layer(x, h0, w_ih, w_hh, b, lengths, time_major)
+    return _pick_backend(x, backend).rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+
+
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False, *,
+                 backend=None):
+    """BPTT of :func:`rnn_forward`, given upstream gradients on every output and the final state.
+
+    Parameters
+    ----------
+    dy : array like ``y`` or None
+        Gradient on the outputs (None: zeros). Ignored past each sequence's length.
+    dh_n : array [B,H] or None
+        Gradient on the final state (None: zeros).
+    x, h0, w_ih, w_hh, lengths, time_major
+        As given to :func:`rnn_forward`.
+    y : array like ``x`` with last axis H
+        The forward's output; ``tanh'`` is taken from it as ``1 - y*y``.
+    backend : as in :func:`rnn_forward`
+
+    Returns
+    -------
+    dx : array like ``x``
+    dh0 : array [B,H]
+    dw_ih : array [H,I]
+    dw_hh : array [H,H]
+    db : array [H]
+    """
+    x, h0, w_ih, w_hh, _, lengths, (xp, B, T, H) = _check_layer(
+        x, h0, w_ih, w_hh, None, lengths, time_major, has_bias=False)
+    out_shape = (T, B, H) if time_major else (B, T, H)
+    y = check.array("y", y, xp, 3, x.dtype)
+    check.shape("y", y, out_shape, "[T,B,H]" if time_major else "[B,T,H]")
+    if dy is None:
+        dy = xp.zeros(out_shape, dtype=x.dtype)
+    else:
+        dy = check.array("dy", dy, xp, 3, x.dtype)
+        check.shape("dy", dy, out_shape, "[T,B,H]" if time_major else "[B,T,H]")
+    if dh_n is None:
+        dh_n = xp.zeros((B, H), dtype=x.dtype)
+    else:
+        dh_n = check.array("dh_n", dh_n, xp, 2, x.dtype)
+        check.shape("dh_n", dh_n, (B, H), "[B,H]")
+    return _pick_backend(x, backend).rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths,
+                                                  time_major)

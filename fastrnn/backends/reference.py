@@ -1,0 +1,55 @@
+"""The NumPy reference as a backend: slow, plain, and the baseline every benchmark compares to."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastrnn import reference as ref
+from fastrnn.params import ModelSpec, layers, views
+
+
+class _ReferenceClassifier:
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+
+    def _unpack(self, params):
+        v = views(params, self.spec)
+        return layers(params, self.spec), v["w_out"], v["b_out"]
+
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
+        lys, w_out, b_out = self._unpack(params)
+        loss, acc, layer_grads, dense_grads = ref.classifier_grads(x, labels, lys, w_out, b_out)
+        grad = np.concatenate([g.ravel() for lg in layer_grads for g in lg]
+                              + [g.ravel() for g in dense_grads])
+        ref.adam_update(params, grad.astype(params.dtype), m, v, step, lr, beta1, beta2, eps)
+        return float(loss), acc
+
+    def evaluate(self, params, x, labels):
+        loss, acc, _ = ref.softmax_xent(self.predict(params, x), labels)
+        return float(loss), acc
+
+    def predict(self, params, x):
+        lys, w_out, b_out = self._unpack(params)
+        return ref.classifier_forward(x, lys, w_out, b_out)[0]
+
+
+class ReferenceBackend:
+    """The reference on NumPy arrays."""
+
+    name = "reference"
+    xp = np
+
+    @staticmethod
+    def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+        return ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+
+    @staticmethod
+    def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+        return ref.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+
+    @staticmethod
+    def classifier(spec: ModelSpec):
+        return _ReferenceClassifier(spec)
+
+
+BACKEND = ReferenceBackend()

@@ -1,0 +1,194 @@
+"""RNNClassifier: a tanh RNN stack, its last state into a dense layer, softmax cross-entropy, Adam.
+
+The model's parameters and Adam moments are flat buffers (layout in :mod:`fastrnn.params`) that the
+backend's fused training step updates in place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fastrnn import _validate as check
+from fastrnn.backends import get_backend
+from fastrnn.params import ModelSpec, init_params, views
+
+DEVICES = ("cpu", "cuda")
+_FORMAT_VERSION = 1
+
+
+def _cupy_or_exit_reason():
+    """CuPy and a GPU, or a one-line reason why not."""
+    try:
+        import cupy
+    except ImportError:
+        return None, "CuPy is not installed (pip install 'fastrnn[cuda12]' or 'fastrnn[cuda13]')"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, no device
+        return None, f"no usable CUDA GPU ({type(e).__name__}: {e})".splitlines()[0]
+    if n < 1:
+        return None, "no CUDA GPU found"
+    return cupy, None
+
+
+class RNNClassifier:
+    """Sequence classifier: ``num_layers`` tanh RNN layers, a dense layer on the last state,
+    sparse softmax cross-entropy, Adam.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers, num_classes : int
+        Sizes (each >= 1). MNIST row by row: 28, 31, 1 or 3, 10.
+    device : {"cpu", "cuda"}
+        "cpu" takes and returns NumPy arrays and runs the fused Numba kernels; "cuda" runs the CUDA
+        kernels through CuPy (inputs may be NumPy or CuPy; outputs are CuPy).
+    lr : float
+        Adam learning rate (> 0). Adam's betas are 0.9/0.999 and eps 1e-8, added to
+        ``sqrt(v_hat)`` (see :func:`fastrnn.reference.adam_update`).
+    seed : int
+        Seeds the Keras-style initialisation (Glorot-uniform ``W_ih`` and dense, orthogonal
+        ``W_hh``, zero biases).
+    backend : {None, "reference"}
+        None runs the device's kernels; "reference" (CPU only) runs the NumPy reference, for tests
+        and benchmarks.
+    dtype : {"float32", "float64"}
+    """
+
+    def __init__(self, input_size: int = 28, hidden_size: int = 31, num_layers: int = 1,
+                 num_classes: int = 10, device: str = "cpu", lr: float = 1e-3, seed: int = 0,
+                 *, backend: str | None = None, dtype: str = "float32"):
+        sizes = {n: check.positive_int(n, v) for n, v in (
+            ("input_size", input_size), ("hidden_size", hidden_size),
+            ("num_layers", num_layers), ("num_classes", num_classes))}
+        if device not in DEVICES:
+            check.fail("device", f"one of {DEVICES}", repr(device))
+        if backend not in (None, "reference"):
+            check.fail("backend", "None or 'reference'", repr(backend))
+        if backend == "reference" and device != "cpu":
+            check.fail("backend", "'reference' only with device='cpu'", f"device={device!r}")
+        if str(dtype) not in ("float32", "float64"):
+            check.fail("dtype", "'float32' or 'float64'", repr(dtype))
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            check.fail("seed", "an int >= 0", repr(seed))
+        self.lr = check.positive_float("lr", lr)
+        self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
+        self.spec = ModelSpec(**sizes, dtype=str(dtype))
+        self.device, self.seed = device, int(seed)
+        if device == "cuda":
+            cupy, reason = _cupy_or_exit_reason()
+            if cupy is None:
+                raise RuntimeError(f"device='cuda' is unavailable: {reason}")
+            self.xp = cupy
+        else:
+            self.xp = np
+        self._backend = get_backend(backend or device)
+        self._kernels = self._backend.classifier(self.spec)
+        self.params = self.xp.asarray(init_params(self.spec, self.seed))
+        self.m = self.xp.zeros_like(self.params)
+        self.v = self.xp.zeros_like(self.params)
+        self.step = 0
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _x(self, x):
+        """``x [B,T,I]`` as a C-contiguous array of the model's dtype on its device."""
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise TypeError(f"x: expected an array of shape [B,T,I], got {type(x).__name__}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"x: expected a floating-point array, got dtype {x.dtype}")
+        if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1 or x.shape[2] != self.spec.input_size:
+            check.fail("x", f"shape [B,T,I] with B, T >= 1 and I = {self.spec.input_size}",
+                       f"shape {tuple(x.shape)}")
+        return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=self.spec.dtype))
+
+    def _labels(self, labels, batch):
+        return check.labels("labels", labels, self.xp, batch, self.spec.num_classes)
+
+    # -- the three operations -----------------------------------------------------------------
+    def train_step(self, x, labels) -> tuple[float, float]:
+        """One Adam step on a batch: forward, cross-entropy, BPTT, update.
+
+        Parameters
+        ----------
+        x : array [B,T,I]
+        labels : integer array [B], values in [0, num_classes)
+
+        Returns
+        -------
+        loss : float
+            Mean cross-entropy of the batch, before the update.
+        acc : float
+            Fraction of the batch classified correctly, before the update.
+        """
+        x = self._x(x)
+        labels = self._labels(labels, x.shape[0])
+        self.step += 1
+        loss, acc = self._kernels.train_step(self.params, self.m, self.v, self.step, x, labels,
+                                             self.lr, self.beta1, self.beta2, self.eps)
+        return float(loss), float(acc)
+
+    def evaluate(self, x, labels) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of ``x [B,T,I]`` against ``labels [B]``; no update."""
+        x = self._x(x)
+        loss, acc = self._kernels.evaluate(self.params, x, self._labels(labels, x.shape[0]))
+        return float(loss), float(acc)
+
+    def predict(self, x):
+        """Logits ``[B,num_classes]`` for ``x [B,T,I]`` (an array of the model's device)."""
+        return self._kernels.predict(self.params, self._x(x))
+
+    def weights(self) -> dict:
+        """Named views of the parameters (``w_ih_l0``, ``w_hh_l0``, ``b_l0``, …, ``w_out``,
+        ``b_out``); writing a view changes the model."""
+        return views(self.params, self.spec)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write sizes, parameters, Adam state and step to ``path`` (``.npz``), atomically."""
+        path = Path(path)
+        to_np = (lambda a: a.get()) if self.xp is not np else (lambda a: a)
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, format_version=_FORMAT_VERSION,
+                         sizes=np.array([self.spec.input_size, self.spec.hidden_size,
+                                         self.spec.num_layers, self.spec.num_classes]),
+                         dtype=self.spec.dtype, seed=self.seed, step=self.step,
+                         hyper=np.array([self.lr, self.beta1, self.beta2, self.eps]),
+                         params=to_np(self.params), m=to_np(self.m), v=to_np(self.v))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, device: str = "cpu", *, backend: str | None = None) -> RNNClassifier:
+        """Read a model written by :meth:`save`; ``device``/``backend`` as in the constructor."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{path}: not a fastrnn model file ({type(e).__name__}: {e})") from e
+        need = {"format_version", "sizes", "dtype", "seed", "step", "hyper", "params", "m", "v"}
+        if not need <= data.keys() or int(data["format_version"]) != _FORMAT_VERSION:
+            raise ValueError(f"{path}: not a fastrnn model file of format {_FORMAT_VERSION} "
+                             f"(keys {sorted(data)})")
+        i, h, n, c = (int(s) for s in data["sizes"])
+        lr, b1, b2, eps = (float(s) for s in data["hyper"])
+        model = cls(i, h, n, c, device=device, lr=lr, seed=int(data["seed"]), backend=backend,
+                    dtype=str(data["dtype"]))
+        for name in ("params", "m", "v"):
+            a = data[name]
+            if a.shape != (model.spec.size,) or str(a.dtype) != model.spec.dtype:
+                raise ValueError(f"{path}: {name} has shape {a.shape} and dtype {a.dtype}, "
+                                 f"expected ({model.spec.size},) {model.spec.dtype}")
+            getattr(model, name)[...] = model.xp.asarray(a)
+        model.beta1, model.beta2, model.eps = b1, b2, eps
+        model.step = int(data["step"])
+        return model

@@ -1,0 +1,201 @@
+"""Launch shapes of the CUDA kernels in ``kernels/*.cu``: pure Python, no CuPy.
+
+One function per kernel returns ``Launch(grid, block, shared_mem)`` (a plain 3-tuple of
+``(gx, gy, gz)``, ``(bx, by, bz)`` and dynamic shared-memory bytes) from the problem sizes. The CuPy
+launcher (:mod:`fastrnn.kernels.cuda`) and the CPU emulation harness (``tests/cuda_emu``) both call
+these, so the emulated runs use exactly the production shapes.
+
+All kernels are float32. Pointers marked *nullable* may be NULL (``np.uint64(0)`` from CuPy, ``None``
+through ctypes). Every ``int`` is a C ``int`` (pass ``np.int32``); strides are in elements.
+
+Layouts: a sequence tensor with last axis ``D`` holds element ``(b, t, d)`` at ``b*s_b + t*s_t + d``;
+:func:`seq_strides` gives ``(s_b, s_t)`` for batch-major ``[B,T,D]`` and time-major ``[T,B,D]``.
+
+Entry points (``extern "C"``)
+-----------------------------
+``rnn_forward.cu``::
+
+    void rnn_fwd_warp(const float* x, const float* w_ih, const float* w_hh, const float* b,
+                      const float* h0, const int* lengths, float* y, float* h_n,
+                      int B, int T, int I, int H, int project,
+                      int sx_b, int sx_t, int sy_b, int sy_t)
+        H <= 32.  project=1: x [.., I] raw input, I <= 32, w_ih [H,I];
+                  project=0: x [.., H] holds W_ih x_t already (strides sx), w_ih unused (nullable).
+        b [H]; h0 [B,H] nullable (zeros); lengths [B] nullable (all T); y [.., H] (strides sy);
+        h_n [B,H].                                                      launch: fwd_warp_launch
+
+    void rnn_fwd_block(const float* xp, const float* w_hh_t, const float* b, const float* h0,
+                       const int* lengths, float* y, float* h_n,
+                       int B, int T, int H, int sx_b, int sx_t, int sy_b, int sy_t,
+                       int seq_per_block, int w_in_smem)
+        any H <= 1024.  xp [.., H] = W_ih x_t (no bias); w_hh_t [H,H] = W_hh transposed
+        (w_hh_t[k*H+j] = W_hh[j,k]); the rest as above.  seq_per_block, w_in_smem from block_plan.
+                                                                        launch: fwd_block_launch
+
+``rnn_backward.cu``::
+
+    void rnn_bwd_warp(const float* dy, const float* dh_n, const float* w_ih, const float* w_hh,
+                      const float* y, const int* lengths, float* dz, float* dx, float* dh0,
+                      int B, int T, int I, int H, int sy_b, int sy_t, int sx_b, int sx_t)
+        H <= 32.  dy [.., H] nullable (zeros), strides sy; dh_n [B,H] nullable; y [.., H] forward
+        output; dz [.., H] out (strides sy; may alias dy); dx [.., I] out, nullable (not computed),
+        needs I <= 32 when given, w_ih [H,I] nullable when dx is NULL; dh0 [B,H] out.
+                                                                        launch: bwd_warp_launch
+
+    void rnn_bwd_block(const float* dy, const float* dh_n, const float* w_hh, const float* y,
+                       const int* lengths, float* dz, float* dh0,
+                       int B, int T, int H, int sy_b, int sy_t, int seq_per_block, int w_in_smem)
+        any H <= 1024; as rnn_bwd_warp without dx (the launcher does dx = dz @ W_ih as a GEMM).
+                                                                        launch: bwd_block_launch
+
+    void rnn_weight_grads(const float* dz, const float* x, const float* y, const float* h0,
+                          float* dw_ih, float* dw_hh, float* db,
+                          int B, int T, int I, int H, int sx_b, int sx_t, int sy_b, int sy_t)
+        dz, y [.., H] (strides sy); x [.., I] (strides sx); h0 [B,H] nullable; outputs
+        dw_ih [H,I], dw_hh [H,H], db [H] (overwritten, not accumulated).
+                                                                        launch: wgrad_launch
+
+``classifier.cu``::
+
+    void dense_xent_rows(const float* h, const float* w_out, const float* b_out,
+                         const long long* labels, float* logits, float* row_loss,
+                         float* row_correct, float* dlogits, float* dh, int B, int C, int H)
+        h [B,H]; w_out [C,H]; b_out [C]; labels [B] int64, nullable (then only logits);
+        logits [B,C] nullable; row_loss [B], row_correct [B] (1.0 or 0.0) written when labels;
+        dlogits [B,C] and dh [B,H] nullable (written when labels and pointer given).
+                                                                        launch: rows_launch
+
+    void dense_grads_reduce(const float* dlogits, const float* h, const float* row_loss,
+                            const float* row_correct, float* dw_out, float* db_out, float* out2,
+                            int B, int C, int H)
+        dlogits [B,C] nullable (then dw_out/db_out untouched, may be NULL); h [B,H];
+        out2 [2] = (mean loss, accuracy).                               launch: reduce_launch
+
+    void adam_update(float* p, const float* g, float* m, float* v, const float* hyper, int n)
+        p, g, m, v [n]; hyper [8] device floats = (lr, beta1, 1-beta1, beta2, 1-beta2, eps,
+        1-beta1**step, 1-beta2**step) (see adam_hyper).                 launch: adam_launch
+
+Every kernel is deterministic: no atomics, fixed-order reductions.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+#: hidden sizes up to this run on the one-warp-per-sequence path (a W_hh row per lane)
+WARP_MAX_H = 32
+#: input sizes up to this are projected inside the warp kernels (a W_ih row per lane)
+WARP_MAX_I = 32
+#: largest H of the general (block) path: one thread per hidden unit
+BLOCK_MAX_H = 1024
+#: sequences per block on the general path; must equal BLK_MAX_SEQ in common.cuh
+BLOCK_MAX_SEQ = 8
+#: dynamic shared memory a kernel may use without an opt-in attribute
+SMEM_DEFAULT_LIMIT = 48 * 1024
+#: SM count used to size grids (H200: 132; a guess elsewhere only changes speed)
+NUM_SMS = 132
+#: weight-grad kernel: rows of dW per block (must equal WG_ROWS in rnn_backward.cu)
+WGRAD_ROWS = 4
+#: weight-grad kernel: warps per block, each summing every WGRAD_WARPS-th (b, t)
+WGRAD_WARPS = 8
+
+
+class Launch(NamedTuple):
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def seq_strides(B: int, T: int, D: int, time_major: bool) -> tuple[int, int]:
+    """``(s_b, s_t)`` in elements of a C-contiguous ``[B,T,D]`` (or ``[T,B,D]``) tensor."""
+    return (D, B * D) if time_major else (T * D, D)
+
+
+def use_warp_path(H: int) -> bool:
+    """Whether a layer of hidden size ``H`` runs on the warp kernels."""
+    return H <= WARP_MAX_H
+
+
+def warps_per_block(B: int) -> int:
+    """Sequences (warps) per block on the warp path: one per block while that fills the GPU
+    (each warp then has an SM sub-partition's issue slots to itself), four beyond."""
+    return 1 if B <= 2 * NUM_SMS else 4
+
+
+def fwd_warp_launch(B: int, wpb: int | None = None) -> Launch:
+    """``rnn_fwd_warp``: one warp per sequence, ``wpb`` warps per block, no shared memory."""
+    wpb = wpb or warps_per_block(B)
+    return Launch((_cdiv(B, wpb), 1, 1), (32 * wpb, 1, 1), 0)
+
+
+def bwd_warp_launch(B: int, wpb: int | None = None) -> Launch:
+    """``rnn_bwd_warp``: same shape as the forward."""
+    return fwd_warp_launch(B, wpb)
+
+
+def block_plan(B: int, H: int) -> tuple[int, int]:
+    """``(seq_per_block, w_in_smem)`` for the general path: enough blocks to cover the SMs, at
+    most :data:`BLOCK_MAX_SEQ` sequences each; ``W_hh`` staged in shared memory when it fits in
+    the default 48 KB together with the double-buffered states."""
+    if not 1 <= H <= BLOCK_MAX_H:
+        raise ValueError(f"hidden_size: expected 1..{BLOCK_MAX_H} on the GPU, got {H}")
+    spb = max(1, min(BLOCK_MAX_SEQ, _cdiv(B, NUM_SMS)))
+    w_in_smem = int(4 * (H * H + 2 * spb * H) <= SMEM_DEFAULT_LIMIT)
+    return spb, w_in_smem
+
+
+def _block_launch(B: int, H: int, spb: int, w_in_smem: int) -> Launch:
+    if not 1 <= spb <= BLOCK_MAX_SEQ:
+        raise ValueError(f"seq_per_block: expected 1..{BLOCK_MAX_SEQ}, got {spb}")
+    threads = 32 * _cdiv(H, 32)
+    smem = 4 * (2 * spb * H + (H * H if w_in_smem else 0))
+    return Launch((_cdiv(B, spb), 1, 1), (threads, 1, 1), smem)
+
+
+def fwd_block_launch(B: int, H: int, spb: int, w_in_smem: int) -> Launch:
+    """``rnn_fwd_block``: ``spb`` sequences per block, one thread per hidden unit (rounded up to
+    a warp); shared: the state double buffer ``[2][spb][H]`` then ``W_hh^T [H,H]`` if staged."""
+    return _block_launch(B, H, spb, w_in_smem)
+
+
+def bwd_block_launch(B: int, H: int, spb: int, w_in_smem: int) -> Launch:
+    """``rnn_bwd_block``: as the forward; shared: ``dz`` double buffer, then ``W_hh`` if staged."""
+    return _block_launch(B, H, spb, w_in_smem)
+
+
+def wgrad_launch(I: int, H: int) -> Launch:
+    """``rnn_weight_grads``: output ``[H, I+H+1]`` (dw_ih | dw_hh | db) tiled 32 columns by
+    :data:`WGRAD_ROWS` rows per block; :data:`WGRAD_WARPS` warps split the ``B*T`` sum, then a
+    fixed-order reduction in static shared memory."""
+    cols = I + H + 1
+    return Launch((_cdiv(cols, 32), _cdiv(H, WGRAD_ROWS), 1), (32 * WGRAD_WARPS, 1, 1), 0)
+
+
+#: dense_xent_rows: rows (warps) per block
+ROWS_WARPS = 4
+
+
+def rows_launch(B: int, C: int) -> Launch:
+    """``dense_xent_rows``: one warp per row, :data:`ROWS_WARPS` per block; dynamic shared memory
+    holds each warp's ``C`` probabilities."""
+    return Launch((_cdiv(B, ROWS_WARPS), 1, 1), (32 * ROWS_WARPS, 1, 1), 4 * ROWS_WARPS * C)
+
+
+def reduce_launch(C: int, H: int) -> Launch:
+    """``dense_grads_reduce``: one thread per output (``C*H + C`` gradients, then loss and
+    accuracy), each a serial fixed-order sum over the batch."""
+    return Launch((_cdiv(C * H + C + 2, 128), 1, 1), (128, 1, 1), 0)
+
+
+def adam_launch(n: int) -> Launch:
+    """``adam_update``: one thread per parameter."""
+    return Launch((max(1, _cdiv(n, 256)), 1, 1), (256, 1, 1), 0)
+
+
+def adam_hyper(step: int, lr: float, beta1: float, beta2: float, eps: float) -> list[float]:
+    """The 8 floats ``adam_update`` reads from ``hyper``, computed in double like the reference."""
+    return [lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**step, 1.0 - beta2**step]

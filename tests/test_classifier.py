@@ -1,0 +1,123 @@
+"""RNNClassifier end to end: training on a slice of real MNIST, save/load, and argument checks.
+Each device's kernels are compared with the reference backend step by step in their own test
+files; here the same behaviour is asserted of every CPU backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.data import load_mnist
+
+CPU_BACKENDS = ["reference", None]  # None: the device's own kernels
+
+
+def make(backend, **kw):
+    kw = {"input_size": 28, "hidden_size": 31, "num_layers": 1, "num_classes": 10, "seed": 0,
+          "device": "cpu", "backend": backend} | kw
+    return fastrnn.RNNClassifier(**kw)
+
+
+@pytest.fixture(scope="module")
+def mnist_slice(mnist_dir):
+    train = load_mnist(mnist_dir).train
+    return train.images[:1280].reshape(-1, 28, 28), train.labels[:1280]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("layers", [1, 3])
+def test_ten_steps_on_mnist_lower_the_loss(mnist_slice, backend, layers):
+    x, y = mnist_slice
+    model = make(backend, num_layers=layers, lr=1e-2)
+    first, _ = model.evaluate(x, y)
+    for i in range(10):
+        model.train_step(x[i * 128:(i + 1) * 128], y[i * 128:(i + 1) * 128])
+    last, _ = model.evaluate(x, y)
+    print(f"loss over 1280 images: {first:.4f} -> {last:.4f}")
+    assert last < first - 0.1
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_save_then_load_gives_identical_predictions_and_training(tmp_path, backend):
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 5, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 16)
+    model = make(backend, num_layers=2)
+    model.train_step(x, y)
+    model.save(tmp_path / "m.npz")
+    loaded = fastrnn.RNNClassifier.load(tmp_path / "m.npz", backend=backend)
+    np.testing.assert_array_equal(model.predict(x), loaded.predict(x))
+    # the Adam state came along too: one more step stays identical
+    assert model.train_step(x, y) == loaded.train_step(x, y)
+    np.testing.assert_array_equal(model.params, loaded.params)
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    assert np.array_equal(make("reference").params, make("reference").params)
+    assert not np.array_equal(make("reference").params, make("reference", seed=1).params)
+
+
+def test_initialisation_is_keras_style():
+    w = make("reference", hidden_size=16).weights()
+    np.testing.assert_allclose(w["w_hh_l0"] @ w["w_hh_l0"].T, np.eye(16), atol=1e-5)
+    limit = np.sqrt(6 / (28 + 16))
+    assert np.abs(w["w_ih_l0"]).max() <= limit and np.abs(w["w_ih_l0"]).max() > 0.9 * limit
+    assert not w["b_l0"].any() and not w["b_out"].any()
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"hidden_size": 0}, ValueError, "hidden_size: expected a positive int, got 0"),
+    ({"num_layers": 2.0}, TypeError, "num_layers: expected a positive int"),
+    ({"input_size": -3}, ValueError, "input_size"),
+    ({"num_classes": True}, TypeError, "num_classes"),
+    ({"device": "tpu"}, ValueError, r"device: expected one of \('cpu', 'cuda'\), got 'tpu'"),
+    ({"lr": 0.0}, ValueError, "lr: expected a finite float > 0, got 0.0"),
+    ({"lr": float("nan")}, ValueError, "lr: expected a finite float > 0"),
+    ({"lr": "1e-3"}, TypeError, "lr: expected a positive float"),
+    ({"dtype": "float16"}, ValueError, "dtype"),
+    ({"seed": -1}, ValueError, "seed: expected an int >= 0, got -1"),
+])
+def test_constructor_rejects_invalid_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        make("reference", **kwargs)
+
+
+@pytest.mark.parametrize("x, labels, exc, match", [
+    (np.zeros((4, 5, 27), np.float32), np.zeros(4, int), ValueError, r"x: expected shape \[B,T,I\]"),
+    (np.zeros((4, 28 * 28), np.float32), np.zeros(4, int), ValueError, "x: expected shape"),
+    (np.zeros((4, 5, 28), np.uint8), np.zeros(4, int), TypeError, "x: expected a floating"),
+    ([[[0.0] * 28]], [0], TypeError, "x: expected an array"),
+    (np.zeros((4, 5, 28), np.float32), np.zeros(3, int), ValueError, r"labels: expected shape \[B\]"),
+    (np.zeros((4, 5, 28), np.float32), np.array([0, 1, 2, 10]), ValueError,
+     r"labels: expected labels in \[0, 10\), got values from 0 to 10"),
+    (np.zeros((4, 5, 28), np.float32), np.array([0, -1, 2, 3]), ValueError, "labels"),
+    (np.zeros((4, 5, 28), np.float32), np.zeros(4, np.float32), TypeError,
+     "labels: expected an integer array"),
+])
+def test_train_step_rejects_invalid_inputs(x, labels, exc, match):
+    model = make("reference")
+    before = model.params.copy()
+    with pytest.raises(exc, match=match):
+        model.train_step(x, labels)
+    np.testing.assert_array_equal(model.params, before)
+    assert model.step == 0
+
+
+def test_load_rejects_a_file_that_is_not_a_model(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match="bad.npz: not a fastrnn model file"):
+        fastrnn.RNNClassifier.load(bad)
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="other.npz: not a fastrnn model file"):
+        fastrnn.RNNClassifier.load(tmp_path / "other.npz")
+
+
+def test_cuda_device_without_a_gpu_says_why():
+    from tests.conftest import HAVE_GPU
+
+    if HAVE_GPU:
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="device='cuda' is unavailable: "):
+        make(None, device="cuda")

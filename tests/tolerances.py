@@ -1,0 +1,40 @@
+"""Every tolerance the tests use, in one place, each with its reason.
+
+Errors are relative: ``||ref - out|| / ||ref||`` over a whole output (see :func:`rel_err`).
+Loosening an entry is a reviewed change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: float64 kernels against the float64 reference: same math, different summation order only.
+KERNEL_F64 = 1e-12
+#: float32 kernels against the float64 reference: float32 rounding over T=63 steps of recurrence,
+#: plus the rational tanh's 3.4e-7 absolute error; BPTT compounds through W_hh, hence looser.
+KERNEL_F32_FORWARD = 2e-5
+KERNEL_F32_BACKWARD = 1e-4
+#: reference gradients against central finite differences in float64 (step 1e-6): truncation
+#: error ~h^2 and cancellation ~eps/h, both well under this.
+FINITE_DIFF = 1e-7
+
+
+def rel_err(ref, out) -> float:
+    """``||ref - out|| / ||ref||`` in float64 (absolute error when ``ref`` is all zeros);
+    ``inf`` if ``out`` holds a NaN or inf, so a non-finite result always fails."""
+    ref = np.asarray(ref, dtype=np.float64)
+    out = np.asarray(out, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise AssertionError(f"shape mismatch: reference {ref.shape}, output {out.shape}")
+    if not np.all(np.isfinite(out)):
+        return float("inf")
+    denom = np.linalg.norm(ref)
+    diff = np.linalg.norm(ref - out)
+    return float(diff / denom) if denom > 0 else float(diff)
+
+
+def assert_close(name: str, ref, out, tol: float) -> None:
+    """Assert ``rel_err(ref, out) <= tol`` for the output called ``name``; prints the ratio."""
+    err = rel_err(ref, out)
+    print(f"{name}: rel err {err:.3e} (tol {tol:.0e})")
+    assert err <= tol, f"{name}: rel err {err:.3e} > tol {tol:.0e}"
