@@ -6,10 +6,10 @@ this project redoes, and print its ``[trn]``/``[tst]`` lines.
     python examples/train_mnist.py --backend reference      # the NumPy reference, for comparison
 
 Lines: ``[trn] ep E, step S, loss L, accu A, sec/iter X`` every 250 steps (mean loss and, as in the
-tutorial, the minimum batch accuracy over those steps; sec/iter is the mean wall time of a training
-step), ``[tst] ep E, step S, accu A, sec/iter X`` after each epoch (accuracy over the whole test set,
-unlike the tutorial's minimum over batches), and a closing ``[sum]`` line. The step counter advances
-on test batches too, as in the tutorial.
+tutorial, the minimum batch accuracy over those steps; sec/iter is the mean wall time of a
+training step), ``[tst] ep E, step S, accu A, sec/iter X`` after each epoch (accuracy over the
+whole test set, unlike the tutorial's minimum over batches), and a closing ``[sum]`` line. The
+step counter advances on test batches too, as in the tutorial.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ def _describe(a) -> str:
     if a is None:
         return "None"
     if hasattr(a, "shape") and hasattr(a, "dtype"):
-        return f"{type(a).__module__.split('.')[0]} array of shape {tuple(a.shape)} and dtype {a.dtype}"
+        lib = type(a).__module__.split(".")[0]
+        return f"{lib} array of shape {tuple(a.shape)} and dtype {a.dtype}"
     return f"{type(a).__name__} {a!r}"[:120]
 
 

@@ -157,8 +157,9 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     """Adam (Kingma & Ba, Algorithm 1), in place on ``param``, ``m`` and ``v`` (same shapes).
 
     ``step`` is the 1-based count of this update. eps convention: eps is added to the
-    bias-corrected ``sqrt(v_hat)`` (as in the paper and PyTorch), not to the uncorrected ``sqrt(v)``
-    as TF's "epsilon hat" does; at eps=1e-8 the two differ only for parameters whose gradients are ~0.
+    bias-corrected ``sqrt(v_hat)`` (as in the paper and PyTorch), not to the uncorrected
+    ``sqrt(v)`` as TF's "epsilon hat" does; at eps=1e-8 the two differ only for parameters whose
+    gradients are ~0.
     """
     m *= beta1
     m += (1 - beta1) * grad

@@ -84,11 +84,13 @@ def test_constructor_rejects_invalid_arguments(kwargs, exc, match):
 
 
 @pytest.mark.parametrize("x, labels, exc, match", [
-    (np.zeros((4, 5, 27), np.float32), np.zeros(4, int), ValueError, r"x: expected shape \[B,T,I\]"),
+    (np.zeros((4, 5, 27), np.float32), np.zeros(4, int), ValueError,
+     r"x: expected shape \[B,T,I\]"),
     (np.zeros((4, 28 * 28), np.float32), np.zeros(4, int), ValueError, "x: expected shape"),
     (np.zeros((4, 5, 28), np.uint8), np.zeros(4, int), TypeError, "x: expected a floating"),
     ([[[0.0] * 28]], [0], TypeError, "x: expected an array"),
-    (np.zeros((4, 5, 28), np.float32), np.zeros(3, int), ValueError, r"labels: expected shape \[B\]"),
+    (np.zeros((4, 5, 28), np.float32), np.zeros(3, int), ValueError,
+     r"labels: expected shape \[B\]"),
     (np.zeros((4, 5, 28), np.float32), np.array([0, 1, 2, 10]), ValueError,
      r"labels: expected labels in \[0, 10\), got values from 0 to 10"),
     (np.zeros((4, 5, 28), np.float32), np.array([0, -1, 2, 3]), ValueError, "labels"),

@@ -13,7 +13,7 @@ EPS = 1e-6
 
 
 def numeric_grad(f, a: np.ndarray) -> np.ndarray:
-    """Central differences of the scalar ``f()`` with respect to every element of ``a`` (in place)."""
+    """Central differences of the scalar ``f()`` with respect to each element of ``a``."""
     g = np.zeros_like(a)
     for i in np.ndindex(a.shape):
         old = a[i]

@@ -1,0 +1,76 @@
+"""sec/iter of a training step and an inference step on the CPU: fastrnn's Numba kernels against the
+NumPy reference and PyTorch (nn.RNN + Linear + CrossEntropy + Adam), one table per shape and depth.
+
+    pytest bench/ --benchmark-only --benchmark-json=bench.json && python bench/report.py bench.json
+
+Compilation happens before timing. The implementations of one table run one after another in the
+same process; PyTorch's runs last in each table, so its OpenMP threads, which spin for a while after
+each parallel region, never overlap fastrnn's timings.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import fastrnn
+from bench.conftest import SHAPES, Shape, batch, record
+
+IMPLS = ["fastrnn-cpu", "reference", "torch"]
+
+
+def fastrnn_step(impl: str, shape: Shape, layers: int, train: bool):
+    x, y = batch(shape)
+    model = fastrnn.RNNClassifier(shape.I, shape.H, layers, shape.C, device="cpu",
+                                  backend="reference" if impl == "reference" else None)
+    return (lambda: model.train_step(x, y)) if train else (lambda: model.predict(x))
+
+
+def torch_step(shape: Shape, layers: int, train: bool):
+    torch = pytest.importorskip("torch", reason="no PyTorch (pip install -e '.[bench]')")
+    x, y = batch(shape)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    rnn = torch.nn.RNN(shape.I, shape.H, layers, batch_first=True)
+    fc = torch.nn.Linear(shape.H, shape.C)
+    params = [*rnn.parameters(), *fc.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        logits = fc(rnn(xt)[0][:, -1])
+        loss = loss_fn(logits, yt)
+        loss.backward()
+        opt.step()
+        return loss.item(), (logits.argmax(1) == yt).float().mean().item()
+
+    def infer():
+        with torch.inference_mode():
+            return fc(rnn(xt)[0][:, -1])
+
+    return train_step if train else infer
+
+
+def make_step(impl: str, shape: Shape, layers: int, train: bool):
+    step = torch_step(shape, layers, train) if impl == "torch" else fastrnn_step(
+        impl, shape, layers, train)
+    step()  # compile / warm up outside the timings
+    step()
+    return step
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_train_step(benchmark, shape, layers, impl):
+    step = make_step(impl, shape, layers, train=True)
+    record(benchmark, shape, layers, True, impl)
+    benchmark(step)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_inference_step(benchmark, shape, layers, impl):
+    step = make_step(impl, shape, layers, train=False)
+    record(benchmark, shape, layers, False, impl)
+    benchmark(step)

@@ -1,0 +1,16 @@
+// common.cuh: definitions shared by the fastrnn CUDA kernels (float32 throughout).
+//
+// Plain CUDA C++ only (no <cmath>, no CUDA headers, no cooperative groups, no inline PTX) so the
+// same sources compile under nvcc, under NVRTC (cupy.RawModule) and under g++ with the CPU
+// emulation header in tests/cuda_emu. Launch shapes live in kernels/cuda_launch.py.
+#pragma once
+
+#define FULL_MASK 0xffffffffu
+
+// Sequences per block on the general (block) path; must equal cuda_launch.BLOCK_MAX_SEQ.
+#define BLK_MAX_SEQ 8
+
+// Element (b, t, d) of a sequence tensor with strides (s_b, s_t); see cuda_launch.seq_strides.
+__device__ inline long long seq_off(int b, int t, int s_b, int s_t) {
+    return (long long)b * s_b + (long long)t * s_t;
+}

@@ -1,0 +1,183 @@
+// rnn_forward.cu: one tanh RNN layer over all T steps, one launch per layer (float32).
+//
+//   z_t = W_ih x_t + W_hh h_{t-1} + b,  h_t = tanh(z_t)      for t <  lengths[b]
+//   y_t = 0 and h_t = h_{t-1} (state carried)                   for t >= lengths[b]
+//   h_n = h_{lengths[b]-1}  (h0 when lengths[b] == 0)           (TF sequence_length semantics)
+//
+// Layout: a sequence tensor with last axis D holds (b, t, d) at b*s_b + t*s_t + d, so one kernel
+// serves batch-major [B,T,D] and time-major [T,B,D] (strides from cuda_launch.seq_strides).
+// Nullable pointers: h0 (zeros), lengths (all T). y and h_n are written in full (y is 0 past
+// each length). No pointer may alias another.
+//
+// Two kernels, chosen by cuda_launch.use_warp_path(H):
+//   rnn_fwd_warp   H <= 32: one warp per sequence, lane j owns unit j and keeps row j of W_hh (and
+//                  of W_ih when I <= 32) in registers; h_{t-1} is broadcast with __shfl_sync, so a
+//                  step has no barrier at all. Napkin math per step: 32 shuffles + 32 FMA for
+//                  W_hh h, 32 more of each for W_ih x (off the dependency chain), one tanhf:
+//                  ~100 ns; T=28 is ~3 us while every sequence has its own warp resident.
+//                  launch: cuda_launch.fwd_warp_launch(B): grid ceil(B/wpb), block 32*wpb, smem 0.
+//   rnn_fwd_block  any H <= 1024: seq_per_block sequences per block, thread j owns unit j for all
+//                  of them; h_{t-1} of the block's sequences in a shared double buffer, one
+//                  __syncthreads per step (never a grid barrier). W_hh^T is staged in shared memory
+//                  when it fits (w_in_smem), else read through L1/L2 (coalesced: thread j reads
+//                  w_hh_t[k*H + j]). The input projection W_ih x for all steps is one GEMM before
+//                  the launch. launch: cuda_launch.fwd_block_launch(B, H, *block_plan(B, H)).
+//
+// Checked by: pytest tests/test_cuda_compile.py (nvcc + NVRTC, spills), pytest -m cuda_emu
+// tests/test_cuda_emu.py (CPU emulation vs the reference), pytest -m gpu tests/test_kernels_gpu.py
+// (on a GPU), timed by bench/gpu_check.sh.
+#include "common.cuh"
+
+// x: [.., I] (project=1, I <= 32) or [.., H] holding W_ih x_t (project=0), strides sx_b, sx_t.
+// w_ih [H,I] (unused, nullable, when project=0); w_hh [H,H]; b [H]; h0 [B,H]; lengths [B];
+// y [.., H] strides sy_b, sy_t; h_n [B,H].
+extern "C" __global__ void rnn_fwd_warp(
+    const float* __restrict__ x, const float* __restrict__ w_ih, const float* __restrict__ w_hh,
+    const float* __restrict__ b, const float* __restrict__ h0, const int* __restrict__ lengths,
+    float* __restrict__ y, float* __restrict__ h_n,
+    int B, int T, int I, int H, int project, int sx_b, int sx_t, int sy_b, int sy_t)
+{
+    const int lane = threadIdx.x & 31;
+    const int seq = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (seq >= B) return;  // the whole warp leaves together; there is no block barrier below
+    const bool unit = lane < H;
+
+    // Row `lane` of W_hh and W_ih; zeros beyond H / I make lanes >= H compute tanh(0) = 0.
+    float whh[32], wih[32];
+#pragma unroll
+    for (int k = 0; k < 32; ++k) {
+        whh[k] = (unit && k < H) ? w_hh[lane * H + k] : 0.f;
+        wih[k] = (project && unit && k < I) ? w_ih[lane * I + k] : 0.f;
+    }
+    const float bias = unit ? b[lane] : 0.f;
+    float h = (h0 != nullptr && unit) ? h0[(long long)seq * H + lane] : 0.f;
+    int len = lengths != nullptr ? lengths[seq] : T;
+    len = len < T ? len : T;
+
+    const float* xs = x + (long long)seq * sx_b;
+    float* ys = y + (long long)seq * sy_b;
+    const int xw = project ? I : H;  // lanes that load an element of x_t
+
+    // u = W_ih x_t + b for the current step; the next step's x is loaded one step ahead so the
+    // projection overlaps the recurrence (it does not depend on h).
+    float xv = (len > 0 && lane < xw) ? xs[lane] : 0.f;
+    float u = bias;
+    if (project) {
+#pragma unroll
+        for (int k = 0; k < 32; ++k) u += wih[k] * __shfl_sync(FULL_MASK, xv, k);
+    } else {
+        u += xv;
+    }
+    xv = (len > 1 && lane < xw) ? xs[sx_t + lane] : 0.f;
+
+    for (int t = 0; t < len; ++t) {
+        // W_hh h_{t-1}: four partial sums to shorten the FMA chain (8 deep each).
+        float a0 = u, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+#pragma unroll
+        for (int k = 0; k < 32; k += 4) {
+            a0 += whh[k] * __shfl_sync(FULL_MASK, h, k);
+            a1 += whh[k + 1] * __shfl_sync(FULL_MASK, h, k + 1);
+            a2 += whh[k + 2] * __shfl_sync(FULL_MASK, h, k + 2);
+            a3 += whh[k + 3] * __shfl_sync(FULL_MASK, h, k + 3);
+        }
+        // Next step's projection, independent of the chain above.
+        float un = bias;
+        if (project) {
+#pragma unroll
+            for (int k = 0; k < 32; ++k) un += wih[k] * __shfl_sync(FULL_MASK, xv, k);
+        } else {
+            un += xv;
+        }
+        xv = (t + 2 < len && lane < xw) ? xs[(long long)(t + 2) * sx_t + lane] : 0.f;
+
+        h = tanhf((a0 + a1) + (a2 + a3));
+        if (unit) ys[(long long)t * sy_t + lane] = h;
+        u = un;
+    }
+    if (unit) {
+        for (int t = len < 0 ? 0 : len; t < T; ++t) ys[(long long)t * sy_t + lane] = 0.f;
+        h_n[(long long)seq * H + lane] = h;
+    }
+}
+
+// xp [.., H] = W_ih x_t (no bias), strides sx_b, sx_t; w_hh_t [H,H] = W_hh^T (w_hh_t[k*H + j] =
+// W_hh[j,k]); b [H]; h0 [B,H] nullable; lengths [B] nullable; y [.., H] strides sy_b, sy_t;
+// h_n [B,H]. Dynamic shared: hbuf [2][seq_per_block][H], then W_hh^T [H*H] when w_in_smem.
+extern "C" __global__ void rnn_fwd_block(
+    const float* __restrict__ xp, const float* __restrict__ w_hh_t, const float* __restrict__ b,
+    const float* __restrict__ h0, const int* __restrict__ lengths,
+    float* __restrict__ y, float* __restrict__ h_n,
+    int B, int T, int H, int sx_b, int sx_t, int sy_b, int sy_t, int seq_per_block, int w_in_smem)
+{
+    extern __shared__ float smem[];
+    const int S = seq_per_block;
+    const int j = threadIdx.x;
+    const bool unit = j < H;
+    float* hbuf = smem;  // [2][S][H]
+    const float* W = w_hh_t;
+    if (w_in_smem) {
+        float* ws = smem + 2 * S * H;
+        for (int i = threadIdx.x; i < H * H; i += blockDim.x) ws[i] = w_hh_t[i];
+        W = ws;
+    }
+
+    const int seq0 = blockIdx.x * S;
+    float h[BLK_MAX_SEQ];
+    int len[BLK_MAX_SEQ];
+    int maxlen = 0;
+    const float bias = unit ? b[j] : 0.f;
+#pragma unroll
+    for (int s = 0; s < BLK_MAX_SEQ; ++s) {
+        const int seq = seq0 + s;
+        const bool valid = s < S && seq < B;
+        int l = valid ? (lengths != nullptr ? lengths[seq] : T) : 0;
+        len[s] = l < T ? l : T;
+        maxlen = len[s] > maxlen ? len[s] : maxlen;
+        h[s] = (valid && unit && h0 != nullptr) ? h0[(long long)seq * H + j] : 0.f;
+        if (s < S && unit) hbuf[s * H + j] = h[s];
+    }
+    __syncthreads();  // hbuf[0] and the staged W visible to every thread
+
+    int p = 0;
+    for (int t = 0; t < maxlen; ++t) {  // maxlen is the same in every thread of the block
+        if (unit) {
+            const float* hp = hbuf + p * S * H;
+            float acc[BLK_MAX_SEQ];
+#pragma unroll
+            for (int s = 0; s < BLK_MAX_SEQ; ++s) acc[s] = 0.f;
+            // per step: H loads of W (one per k, coalesced over j) + S*H broadcast reads + FMAs
+            for (int k = 0; k < H; ++k) {
+                const float w = W[k * H + j];
+#pragma unroll
+                for (int s = 0; s < BLK_MAX_SEQ; ++s)
+                    if (s < S) acc[s] += w * hp[s * H + k];
+            }
+            float* hq = hbuf + (p ^ 1) * S * H;
+#pragma unroll
+            for (int s = 0; s < BLK_MAX_SEQ; ++s) {
+                if (s < S) {
+                    if (t < len[s]) {
+                        const long long seq = seq0 + s;
+                        h[s] = tanhf(acc[s] + bias + xp[seq * sx_b + (long long)t * sx_t + j]);
+                        y[seq * sy_b + (long long)t * sy_t + j] = h[s];
+                    }
+                    hq[s * H + j] = h[s];  // carried unchanged past the length
+                }
+            }
+        }
+        __syncthreads();  // hbuf[p^1] complete; every read of hbuf[p] done before it is rewritten
+        p ^= 1;
+    }
+
+    if (unit) {
+#pragma unroll
+        for (int s = 0; s < BLK_MAX_SEQ; ++s) {
+            const int seq = seq0 + s;
+            if (s < S && seq < B) {
+                for (int t = len[s] < 0 ? 0 : len[s]; t < T; ++t)
+                    y[(long long)seq * sy_b + (long long)t * sy_t + j] = 0.f;
+                h_n[(long long)seq * H + j] = h[s];
+            }
+        }
+    }
+}
