@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pooch
 
 __all__ = ["MIRRORS", "SHA256", "DataSet", "Datasets", "MNISTFormatError", "fetch", "load_mnist"]
 
@@ -74,7 +73,11 @@ class Datasets(NamedTuple):
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("FASTRNN_CACHE_DIR") or pooch.os_cache("fastrnn"))
+    if os.environ.get("FASTRNN_CACHE_DIR"):
+        return Path(os.environ["FASTRNN_CACHE_DIR"])
+    import pooch  # only where a download may be needed: local copies load without it
+
+    return Path(pooch.os_cache("fastrnn"))
 
 
 def fetch(fname: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -105,6 +108,8 @@ def fetch(fname: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     if fname not in SHA256:
         raise ValueError(f"fname must be one of {sorted(SHA256)}, got {fname!r}")
     cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
+    import pooch
+
     downloader = pooch.HTTPDownloader(progressbar=False, timeout=DOWNLOAD_TIMEOUT)
     errors: list[tuple[str, Exception]] = []
     for base in MIRRORS:

@@ -68,9 +68,9 @@ def _choose_threading_layer() -> None:
 
 _choose_threading_layer()
 
-#: keyword arguments of every fastrnn ``@njit``: on-disk cache, NumPy's error model (no zero-division
-#: check, so the tanh's division vectorises), FMA contraction only (no reassociation: results stay
-#: reproducible and the float64 kernels match the reference to ~1e-15).
+#: keyword arguments of every fastrnn ``@njit``: on-disk cache, NumPy's error model (no
+#: zero-division check, so the tanh's division vectorises), FMA contraction only (no reassociation:
+#: results stay reproducible and the float64 kernels match the reference to ~1e-15).
 JIT_OPTIONS = {
     "cache": True,
     "error_model": "numpy",

@@ -7,7 +7,7 @@
 //                       launch: cuda_launch.rows_launch(B, C): grid ceil(B/4), block 128,
 //                       dynamic shared 4*4*C bytes (each warp's C values).
 //   dense_grads_reduce  dW_out = dlogits^T h, db_out = sum_b dlogits, mean loss and the number of
-//                       correct rows: one thread per output, each a serial sum over b in order
+//                       correct rows: one warp per output, lanes over b, a fixed butterfly
 //                       (deterministic; B*C*H = 40K FMA at the showcase size).
 //                       launch: cuda_launch.reduce_launch(C, H).
 //   adam_update         Adam over the flat parameter buffer, one thread per element. The step's
@@ -94,34 +94,38 @@ extern "C" __global__ void dense_xent_rows(
 
 // dlogits [B,C] nullable (then dw_out and db_out are not written and may be NULL); h [B,H];
 // row_loss, row_correct [B]; out2 [2] = (mean loss, number of correct rows as a float).
+// One warp per output o in [0, C*H + C + 2): lane l sums rows b = l, l+32, ... in order, then a
+// fixed butterfly over the 32 lanes (deterministic). B=128: 4 independent loads per lane instead
+// of 128 dependent-latency steps in one thread.
 extern "C" __global__ void dense_grads_reduce(
     const float* __restrict__ dlogits, const float* __restrict__ h,
     const float* __restrict__ row_loss, const float* __restrict__ row_correct,
     float* __restrict__ dw_out, float* __restrict__ db_out, float* __restrict__ out2,
     int B, int C, int H)
 {
-    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    const int lane = threadIdx.x & 31;
+    const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int nw = C * H;
-    if (idx < nw) {
-        if (dlogits == nullptr) return;
-        const int c = idx / H, k = idx - (idx / H) * H;
-        float s = 0.f;
-        for (int b = 0; b < B; ++b) s += dlogits[(long long)b * C + c] * h[(long long)b * H + k];
-        dw_out[idx] = s;
-    } else if (idx < nw + C) {
-        if (dlogits == nullptr) return;
-        const int c = idx - nw;
-        float s = 0.f;
-        for (int b = 0; b < B; ++b) s += dlogits[(long long)b * C + c];
-        db_out[c] = s;
-    } else if (idx == nw + C) {
-        float s = 0.f;
-        for (int b = 0; b < B; ++b) s += row_loss[b];
-        out2[0] = s / (float)B;
-    } else if (idx == nw + C + 1) {
-        float s = 0.f;
-        for (int b = 0; b < B; ++b) s += row_correct[b];
-        out2[1] = s;
+    if (o >= nw + C + 2) return;                          // whole warp
+    if (o < nw + C && dlogits == nullptr) return;         // whole warp
+    float s = 0.f;
+    if (o < nw) {
+        const int c = o / H, k = o - (o / H) * H;
+        for (int b = lane; b < B; b += 32)
+            s += dlogits[(long long)b * C + c] * h[(long long)b * H + k];
+    } else if (o < nw + C) {
+        const int c = o - nw;
+        for (int b = lane; b < B; b += 32) s += dlogits[(long long)b * C + c];
+    } else {
+        const float* src = o == nw + C ? row_loss : row_correct;
+        for (int b = lane; b < B; b += 32) s += src[b];
+    }
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off);
+    if (lane == 0) {
+        if (o < nw) dw_out[o] = s;
+        else if (o < nw + C) db_out[o - nw] = s;
+        else if (o == nw + C) out2[0] = s / (float)B;
+        else out2[1] = s;
     }
 }
 

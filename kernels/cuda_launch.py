@@ -5,11 +5,12 @@ One function per kernel returns ``Launch(grid, block, shared_mem)`` (a plain 3-t
 launcher (:mod:`fastrnn.kernels.cuda`) and the CPU emulation harness (``tests/cuda_emu``) both call
 these, so the emulated runs use exactly the production shapes.
 
-All kernels are float32. Pointers marked *nullable* may be NULL (``np.uint64(0)`` from CuPy, ``None``
-through ctypes). Every ``int`` is a C ``int`` (pass ``np.int32``); strides are in elements.
+All kernels are float32. Pointers marked *nullable* may be NULL (``np.uint64(0)`` from CuPy,
+``None`` through ctypes). Every ``int`` is a C ``int`` (pass ``np.int32``); strides are in elements.
 
-Layouts: a sequence tensor with last axis ``D`` holds element ``(b, t, d)`` at ``b*s_b + t*s_t + d``;
-:func:`seq_strides` gives ``(s_b, s_t)`` for batch-major ``[B,T,D]`` and time-major ``[T,B,D]``.
+Layouts: a sequence tensor with last axis ``D`` holds element ``(b, t, d)`` at
+``b*s_b + t*s_t + d``; :func:`seq_strides` gives ``(s_b, s_t)`` for batch-major ``[B,T,D]``
+and time-major ``[T,B,D]``.
 
 Entry points (``extern "C"``)
 -----------------------------
@@ -82,6 +83,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+#: every ``extern "C"`` entry point, by source file (the compile test checks each is built)
+ENTRY_POINTS = {
+    "rnn_forward.cu": ("rnn_fwd_warp", "rnn_fwd_block"),
+    "rnn_backward.cu": ("rnn_bwd_warp", "rnn_bwd_block", "rnn_weight_grads"),
+    "classifier.cu": ("dense_xent_rows", "dense_grads_reduce", "adam_update"),
+}
+#: entry points whose register use matters most: no spills, no local-memory stack frame
+HOT_KERNELS = ("rnn_fwd_warp", "rnn_bwd_warp", "rnn_fwd_block", "rnn_bwd_block",
+               "rnn_weight_grads")
+
 #: hidden sizes up to this run on the one-warp-per-sequence path (a W_hh row per lane)
 WARP_MAX_H = 32
 #: input sizes up to this are projected inside the warp kernels (a W_ih row per lane)
@@ -92,12 +103,17 @@ BLOCK_MAX_H = 1024
 BLOCK_MAX_SEQ = 8
 #: dynamic shared memory a kernel may use without an opt-in attribute
 SMEM_DEFAULT_LIMIT = 48 * 1024
+#: dynamic shared memory per block with the opt-in attribute on sm_90 (H100/H200: 227 KB); the
+#: CuPy launcher passes the device's own value to :func:`block_plan`
+SMEM_OPTIN_LIMIT = 227 * 1024
+#: most k-slices per hidden unit on the block path (threads per block = slices * 32*ceil(H/32))
+BLOCK_MAX_KSPLIT = 4
 #: SM count used to size grids (H200: 132; a guess elsewhere only changes speed)
 NUM_SMS = 132
-#: weight-grad kernel: rows of dW per block (must equal WG_ROWS in rnn_backward.cu)
-WGRAD_ROWS = 4
-#: weight-grad kernel: warps per block, each summing every WGRAD_WARPS-th (b, t)
-WGRAD_WARPS = 8
+#: weight-grad kernel: output tile (rows, columns) per block (WG_TR, WG_TC in rnn_backward.cu)
+WGRAD_TILE = (4, 4)
+#: weight-grad kernel: threads per block, splitting the B*T sum (WG_THREADS in rnn_backward.cu)
+WGRAD_THREADS = 128
 
 
 class Launch(NamedTuple):
@@ -137,42 +153,57 @@ def bwd_warp_launch(B: int, wpb: int | None = None) -> Launch:
     return fwd_warp_launch(B, wpb)
 
 
-def block_plan(B: int, H: int) -> tuple[int, int]:
+def block_ksplit(H: int) -> int:
+    """k-slices per hidden unit on the block path: each unit's dot product over ``H`` is split
+    among this many threads (at most 1024 per block), so more loads of ``W_hh`` are in flight."""
+    return max(1, min(BLOCK_MAX_KSPLIT, 1024 // (32 * _cdiv(H, 32))))
+
+
+def _block_smem(H: int, spb: int, w_in_smem: int) -> int:
+    """Dynamic shared bytes of the block kernels: state buffer ``[2][spb][H]``, partial sums
+    ``[ksplit-1][spb][H]``, then ``W_hh [H,H]`` when staged."""
+    return 4 * ((1 + block_ksplit(H)) * spb * H + (H * H if w_in_smem else 0))
+
+
+def block_plan(B: int, H: int, smem_limit: int = SMEM_OPTIN_LIMIT) -> tuple[int, int]:
     """``(seq_per_block, w_in_smem)`` for the general path: enough blocks to cover the SMs, at
     most :data:`BLOCK_MAX_SEQ` sequences each; ``W_hh`` staged in shared memory when it fits in
-    the default 48 KB together with the double-buffered states."""
+    ``smem_limit`` bytes together with the state and partial-sum buffers (the default is the
+    H200's opt-in limit; the launcher raises the kernel's limit above 48 KB)."""
     if not 1 <= H <= BLOCK_MAX_H:
         raise ValueError(f"hidden_size: expected 1..{BLOCK_MAX_H} on the GPU, got {H}")
     spb = max(1, min(BLOCK_MAX_SEQ, _cdiv(B, NUM_SMS)))
-    w_in_smem = int(4 * (H * H + 2 * spb * H) <= SMEM_DEFAULT_LIMIT)
+    w_in_smem = int(_block_smem(H, spb, 1) <= smem_limit)
     return spb, w_in_smem
 
 
 def _block_launch(B: int, H: int, spb: int, w_in_smem: int) -> Launch:
     if not 1 <= spb <= BLOCK_MAX_SEQ:
         raise ValueError(f"seq_per_block: expected 1..{BLOCK_MAX_SEQ}, got {spb}")
-    threads = 32 * _cdiv(H, 32)
-    smem = 4 * (2 * spb * H + (H * H if w_in_smem else 0))
-    return Launch((_cdiv(B, spb), 1, 1), (threads, 1, 1), smem)
+    threads = block_ksplit(H) * 32 * _cdiv(H, 32)
+    return Launch((_cdiv(B, spb), 1, 1), (threads, 1, 1), _block_smem(H, spb, w_in_smem))
 
 
 def fwd_block_launch(B: int, H: int, spb: int, w_in_smem: int) -> Launch:
-    """``rnn_fwd_block``: ``spb`` sequences per block, one thread per hidden unit (rounded up to
-    a warp); shared: the state double buffer ``[2][spb][H]`` then ``W_hh^T [H,H]`` if staged."""
+    """``rnn_fwd_block``: ``spb`` sequences per block, :func:`block_ksplit` slices of
+    ``32*ceil(H/32)`` threads (one thread per hidden unit and slice); shared: the state double
+    buffer ``[2][spb][H]``, the slices' partial sums ``[ksplit-1][spb][H]``, then ``W_hh^T [H,H]``
+    if staged (may exceed 48 KB: the launcher sets the kernel's opt-in limit)."""
     return _block_launch(B, H, spb, w_in_smem)
 
 
 def bwd_block_launch(B: int, H: int, spb: int, w_in_smem: int) -> Launch:
-    """``rnn_bwd_block``: as the forward; shared: ``dz`` double buffer, then ``W_hh`` if staged."""
+    """``rnn_bwd_block``: as the forward; shared: ``dz`` double buffer, partial sums, then
+    ``W_hh`` if staged."""
     return _block_launch(B, H, spb, w_in_smem)
 
 
 def wgrad_launch(I: int, H: int) -> Launch:
-    """``rnn_weight_grads``: output ``[H, I+H+1]`` (dw_ih | dw_hh | db) tiled 32 columns by
-    :data:`WGRAD_ROWS` rows per block; :data:`WGRAD_WARPS` warps split the ``B*T`` sum, then a
-    fixed-order reduction in static shared memory."""
-    cols = I + H + 1
-    return Launch((_cdiv(cols, 32), _cdiv(H, WGRAD_ROWS), 1), (32 * WGRAD_WARPS, 1, 1), 0)
+    """``rnn_weight_grads``: output ``[H, I+H+1]`` (dw_ih | dw_hh | db) in tiles of
+    :data:`WGRAD_TILE` rows x columns, one block each; its :data:`WGRAD_THREADS` threads split the
+    ``B*T`` sum, then a fixed-order reduction in static shared memory."""
+    tr, tc = WGRAD_TILE
+    return Launch((_cdiv(I + H + 1, tc), _cdiv(H, tr), 1), (WGRAD_THREADS, 1, 1), 0)
 
 
 #: dense_xent_rows: rows (warps) per block
@@ -185,10 +216,14 @@ def rows_launch(B: int, C: int) -> Launch:
     return Launch((_cdiv(B, ROWS_WARPS), 1, 1), (32 * ROWS_WARPS, 1, 1), 4 * ROWS_WARPS * C)
 
 
+#: dense_grads_reduce: outputs (warps) per block
+REDUCE_WARPS = 4
+
+
 def reduce_launch(C: int, H: int) -> Launch:
-    """``dense_grads_reduce``: one thread per output (``C*H + C`` gradients, then loss and
-    accuracy), each a serial fixed-order sum over the batch."""
-    return Launch((_cdiv(C * H + C + 2, 128), 1, 1), (128, 1, 1), 0)
+    """``dense_grads_reduce``: one warp per output (``C*H + C`` gradients, then loss and
+    accuracy), lanes splitting the batch, a fixed-order butterfly."""
+    return Launch((_cdiv(C * H + C + 2, REDUCE_WARPS), 1, 1), (32 * REDUCE_WARPS, 1, 1), 0)
 
 
 def adam_launch(n: int) -> Launch:

@@ -22,19 +22,24 @@
 //                    shared memory when it fits. dx = dz W_ih is a GEMM after the launch.
 //                    launch: cuda_launch.bwd_block_launch(B, H, *block_plan(B, H)).
 //   rnn_weight_grads dW_ih | dW_hh | db as one [H, I+H+1] output, each element a fixed-order sum
-//                    over the B*T (b, t) pairs: deterministic, no atomics. Block: 32 columns x
-//                    WG_ROWS rows, WG_WARPS warps each summing a contiguous chunk of (b, t), then
-//                    a fixed-order sum of the WG_WARPS partials in shared memory.
+//                    over the B*T (b, t) pairs: deterministic, no atomics. Block: a WG_TR x WG_TC
+//                    output tile, its WG_THREADS threads splitting the (b, t) pairs, then a
+//                    fixed-order reduction in shared memory. The launcher uses it for H <= 32
+//                    (where it runs inside the CUDA graph); larger layers use cuBLAS GEMMs.
 //                    launch: cuda_launch.wgrad_launch(I, H).
 //
 // Checked by: pytest tests/test_cuda_compile.py, pytest -m cuda_emu tests/test_cuda_emu.py,
 // pytest -m gpu tests/test_kernels_gpu.py; timed by bench/gpu_check.sh.
 #include "common.cuh"
 
-// Rows of dW per block and warps per block of rnn_weight_grads; must equal cuda_launch.WGRAD_ROWS
-// and cuda_launch.WGRAD_WARPS.
-#define WG_ROWS 4
-#define WG_WARPS 8
+// Steps of y and dy that rnn_bwd_warp keeps in flight (register rings).
+#define BWD_PF 8
+
+// Output tile (rows x columns) and threads per block of rnn_weight_grads; must equal
+// cuda_launch.WGRAD_TILE and cuda_launch.WGRAD_THREADS.
+#define WG_TR 4
+#define WG_TC 4
+#define WG_THREADS 128
 
 // dy [.., H] nullable, strides sy; dh_n [B,H] nullable; w_ih [H,I] (nullable when dx is NULL);
 // w_hh [H,H]; y [.., H] strides sy; lengths [B] nullable; dz [.., H] out, strides sy, may alias
@@ -72,41 +77,59 @@ extern "C" __global__ void rnn_bwd_warp(
         if (want_dx && lane < I) dx[xo + (long long)t * sx_t + lane] = 0.f;
     }
 
-    // y and dy of step t are loaded one step ahead (they do not depend on the chain).
-    float yv = 0.f, dyv = 0.f;
-    if (len > 0 && unit) {
-        yv = y[yo + (long long)(len - 1) * sy_t + lane];
-        dyv = dy != nullptr ? dy[yo + (long long)(len - 1) * sy_t + lane] : 0.f;
-    }
-    for (int t = len - 1; t >= 0; --t) {
-        float yn = 0.f, dyn = 0.f;
-        if (t > 0 && unit) {
-            yn = y[yo + (long long)(t - 1) * sy_t + lane];
-            dyn = dy != nullptr ? dy[yo + (long long)(t - 1) * sy_t + lane] : 0.f;
-        }
-        const float d = (dyv + dh) * (1.f - yv * yv);  // 0 on lanes >= H
-        if (unit) dz[yo + (long long)t * sy_t + lane] = d;
-        float a0 = 0.f, a1 = 0.f, c0 = 0.f, c1 = 0.f;
+    // y and dy are read BWD_PF steps ahead in register rings (step i of the loop is t = len-1-i):
+    // a step is ~100 ns, an L2/DRAM load ~0.5-1 us.
+    const bool has_dy = dy != nullptr;
+    float yr[BWD_PF], gr[BWD_PF];
 #pragma unroll
-        for (int i = 0; i < 32; i += 2) {
-            const float d0 = __shfl_sync(FULL_MASK, d, i);
-            const float d1 = __shfl_sync(FULL_MASK, d, i + 1);
-            a0 += whc[i] * d0;
-            a1 += whc[i + 1] * d1;
-            c0 += wic[i] * d0;
-            c1 += wic[i + 1] * d1;
+    for (int i = 0; i < BWD_PF; ++i) {
+        const long long o = yo + (long long)(len - 1 - i) * sy_t + lane;
+        yr[i] = (i < len && unit) ? y[o] : 0.f;
+        gr[i] = (i < len && unit && has_dy) ? dy[o] : 0.f;
+    }
+    for (int i0 = 0; i0 < len; i0 += BWD_PF) {
+        float yn[BWD_PF], gn[BWD_PF];
+#pragma unroll
+        for (int i = 0; i < BWD_PF; ++i) {
+            const int in = i0 + BWD_PF + i;
+            const long long o = yo + (long long)(len - 1 - in) * sy_t + lane;
+            yn[i] = (in < len && unit) ? y[o] : 0.f;
+            gn[i] = (in < len && unit && has_dy) ? dy[o] : 0.f;
         }
-        dh = a0 + a1;
-        if (want_dx && lane < I) dx[xo + (long long)t * sx_t + lane] = c0 + c1;
-        yv = yn;
-        dyv = dyn;
+#pragma unroll
+        for (int i = 0; i < BWD_PF; ++i) {
+            if (i0 + i >= len) break;  // warp-uniform
+            const int t = len - 1 - (i0 + i);
+            const float d = (gr[i] + dh) * (1.f - yr[i] * yr[i]);  // 0 on lanes >= H
+            // dz may alias dy: this lane read dy at this element BWD_PF steps ago, in gr.
+            if (unit) dz[yo + (long long)t * sy_t + lane] = d;
+            float a0 = 0.f, a1 = 0.f, c0 = 0.f, c1 = 0.f;
+#pragma unroll
+            for (int k = 0; k < 32; k += 2) {
+                const float d0 = __shfl_sync(FULL_MASK, d, k);
+                const float d1 = __shfl_sync(FULL_MASK, d, k + 1);
+                a0 += whc[k] * d0;
+                a1 += whc[k + 1] * d1;
+                c0 += wic[k] * d0;
+                c1 += wic[k + 1] * d1;
+            }
+            dh = a0 + a1;
+            if (want_dx && lane < I) dx[xo + (long long)t * sx_t + lane] = c0 + c1;
+        }
+#pragma unroll
+        for (int i = 0; i < BWD_PF; ++i) {
+            yr[i] = yn[i];
+            gr[i] = gn[i];
+        }
     }
     if (unit) dh0[(long long)seq * H + lane] = dh;
 }
 
-// As rnn_bwd_warp without dx; w_hh [H,H] row-major (not transposed). Dynamic shared:
-// zbuf [2][seq_per_block][H], then W_hh [H*H] when w_in_smem.
-extern "C" __global__ void rnn_bwd_block(
+// As rnn_bwd_warp without dx; w_hh [H,H] row-major (not transposed). Block: KS slices of
+// HP = 32*ceil(H/32) threads as in rnn_fwd_block: thread (q, k) sums i in slice q of W_hh^T dz
+// for unit k; slice 0 adds the others in order and owns dh. Dynamic shared: zbuf [2][S][H],
+// red [KS-1][S][H], then W_hh [H*H] when w_in_smem.
+extern "C" __global__ void __launch_bounds__(1024) rnn_bwd_block(
     const float* dy, const float* __restrict__ dh_n, const float* __restrict__ w_hh,
     const float* __restrict__ y, const int* __restrict__ lengths, float* dz,
     float* __restrict__ dh0, int B, int T, int H, int sy_b, int sy_t, int seq_per_block,
@@ -114,12 +137,18 @@ extern "C" __global__ void rnn_bwd_block(
 {
     extern __shared__ float smem[];
     const int S = seq_per_block;
-    const int k = threadIdx.x;
+    const int HP = 32 * ((H + 31) / 32);
+    const int KS = blockDim.x / HP;
+    const int k = threadIdx.x % HP, q = threadIdx.x / HP;
     const bool unit = k < H;
-    float* zbuf = smem;  // [2][S][H]
+    const bool owner = unit && q == 0;  // holds dh of unit k
+    const int ic = (H + KS - 1) / KS;
+    const int i0 = q * ic, i1 = i0 + ic < H ? i0 + ic : H;
+    float* zbuf = smem;              // [2][S][H]
+    float* red = smem + 2 * S * H;   // [KS-1][S][H]
     const float* W = w_hh;
     if (w_in_smem) {
-        float* ws = smem + 2 * S * H;
+        float* ws = red + (KS - 1) * S * H;
         for (int i = threadIdx.x; i < H * H; i += blockDim.x) ws[i] = w_hh[i];
         W = ws;  // first read after the barrier inside the time loop
     }
@@ -136,8 +165,8 @@ extern "C" __global__ void rnn_bwd_block(
         l = l < T ? l : T;
         len[s] = l > 0 ? l : 0;
         maxlen = len[s] > maxlen ? len[s] : maxlen;
-        dh[s] = (valid && unit && dh_n != nullptr) ? dh_n[(long long)seq * H + k] : 0.f;
-        if (valid && unit)  // past the length dz = 0
+        dh[s] = (valid && owner && dh_n != nullptr) ? dh_n[(long long)seq * H + k] : 0.f;
+        if (valid && owner)  // past the length dz = 0
             for (int t = len[s]; t < T; ++t)
                 dz[(long long)seq * sy_b + (long long)t * sy_t + k] = 0.f;
     }
@@ -145,7 +174,7 @@ extern "C" __global__ void rnn_bwd_block(
     int p = 0;
     for (int t = maxlen - 1; t >= 0; --t) {  // maxlen is the same in every thread of the block
         float* zp = zbuf + p * S * H;
-        if (unit) {
+        if (owner) {
 #pragma unroll
             for (int s = 0; s < BLK_MAX_SEQ; ++s) {
                 if (s < S) {
@@ -163,25 +192,40 @@ extern "C" __global__ void rnn_bwd_block(
         }
         __syncthreads();  // zbuf[p] complete. The next step writes zbuf[p^1], whose last reads
                           // (one step earlier) all finished before this barrier.
-        if (unit) {
-            float acc[BLK_MAX_SEQ];
+        float acc[BLK_MAX_SEQ];
 #pragma unroll
-            for (int s = 0; s < BLK_MAX_SEQ; ++s) acc[s] = 0.f;
-            // per step: H loads of W (coalesced over k) + S*H broadcast reads + S*H FMAs
-            for (int i = 0; i < H; ++i) {
+        for (int s = 0; s < BLK_MAX_SEQ; ++s) acc[s] = 0.f;
+        if (unit) {
+            // per step and thread: ic loads of W (coalesced over k) + S*ic broadcast reads + FMAs
+#pragma unroll 4
+            for (int i = i0; i < i1; ++i) {
                 const float w = W[i * H + k];
 #pragma unroll
                 for (int s = 0; s < BLK_MAX_SEQ; ++s)
                     if (s < S) acc[s] += w * zp[s * H + i];
             }
+            if (q > 0) {
 #pragma unroll
-            for (int s = 0; s < BLK_MAX_SEQ; ++s)
-                if (s < S && t < len[s]) dh[s] = acc[s];
+                for (int s = 0; s < BLK_MAX_SEQ; ++s)
+                    if (s < S) red[((q - 1) * S + s) * H + k] = acc[s];
+            }
+        }
+        if (KS > 1) __syncthreads();  // red complete; the owners read it before the next step's
+                                      // first barrier, after which it is rewritten
+        if (owner) {
+#pragma unroll
+            for (int s = 0; s < BLK_MAX_SEQ; ++s) {
+                if (s < S && t < len[s]) {
+                    float a = acc[s];
+                    for (int r = 0; r < KS - 1; ++r) a += red[(r * S + s) * H + k];
+                    dh[s] = a;
+                }
+            }
         }
         p ^= 1;
     }
 
-    if (unit) {
+    if (owner) {
 #pragma unroll
         for (int s = 0; s < BLK_MAX_SEQ; ++s)
             if (s < S && seq0 + s < B) dh0[(long long)(seq0 + s) * H + k] = dh[s];
@@ -191,57 +235,72 @@ extern "C" __global__ void rnn_bwd_block(
 // dz [.., H] and y [.., H] strides sy; x [.., I] strides sx; h0 [B,H] nullable (zeros).
 // Outputs (overwritten): dw_ih [H,I], dw_hh [H,H], db [H]. Column c of the combined output:
 // c < I -> x_t[c]; c < I+H -> h_{t-1}[c-I]; c == I+H -> 1 (bias).
+//
+// Each block owns a WG_TR x WG_TC tile of the [H, I+H+1] output and reduces it over all B*T
+// (b, t) pairs with all WG_THREADS threads: thread i takes n = i, i + WG_THREADS, ... (n = b*T + t)
+// and keeps WG_TR*WG_TC partial sums in registers (per n: WG_TR + WG_TC independent loads,
+// WG_TR*WG_TC FMA), then a fixed-order reduction through shared memory and a width-8 butterfly:
+// deterministic. Napkin math at B=128 T=28 I=28 H=31: 120 blocks, 28 (b, t) per thread, ~1 us of
+// loads in flight per thread; the old one-warp-per-column-chunk version summed 448 pairs serially.
 extern "C" __global__ void rnn_weight_grads(
     const float* __restrict__ dz, const float* __restrict__ x, const float* __restrict__ y,
     const float* __restrict__ h0, float* __restrict__ dw_ih, float* __restrict__ dw_hh,
     float* __restrict__ db, int B, int T, int I, int H, int sx_b, int sx_t, int sy_b, int sy_t)
 {
-    __shared__ float part[WG_WARPS][WG_ROWS][32];
-    const int lane = threadIdx.x & 31;
-    const int w = threadIdx.x >> 5;
-    const int col = blockIdx.x * 32 + lane;
-    const int row0 = blockIdx.y * WG_ROWS;
+    // part[o][i]: thread i's partial sum of tile output o; rows padded so that the reads below
+    // (o = tid / 8 and i = tid % 8 + 8 q) hit distinct banks.
+    __shared__ float part[WG_TR * WG_TC][WG_THREADS + 8];
+    const int tid = threadIdx.x;
+    const int row0 = blockIdx.y * WG_TR;
+    const int col0 = blockIdx.x * WG_TC;
     const int J = I + H + 1;
-    const long long N = (long long)B * T;
+    const int N = B * T;
 
-    float acc[WG_ROWS];
+    float acc[WG_TR][WG_TC];
 #pragma unroll
-    for (int r = 0; r < WG_ROWS; ++r) acc[r] = 0.f;
+    for (int r = 0; r < WG_TR; ++r)
+#pragma unroll
+        for (int c = 0; c < WG_TC; ++c) acc[r][c] = 0.f;
 
-    if (col < J) {
-        // Warp w sums the contiguous chunk [n0, n1) of n = b*T + t.
-        const long long chunk = (N + WG_WARPS - 1) / WG_WARPS;
-        const long long n0 = w * chunk;
-        const long long n1 = n0 + chunk < N ? n0 + chunk : N;
-        int b = (int)(n0 / (T > 0 ? T : 1));
-        int t = (int)(n0 - (long long)b * T);
-        for (long long n = n0; n < n1; ++n) {
-            float a;
-            if (col < I) {
-                a = x[seq_off(b, t, sx_b, sx_t) + col];
-            } else if (col < I + H) {
-                if (t > 0) a = y[seq_off(b, t - 1, sy_b, sy_t) + (col - I)];
-                else a = h0 != nullptr ? h0[(long long)b * H + (col - I)] : 0.f;
-            } else {
-                a = 1.f;
-            }
-            const float* zr = dz + seq_off(b, t, sy_b, sy_t);
+    for (int n = tid; n < N; n += WG_THREADS) {
+        const int b = n / T, t = n - (n / T) * T;
+        const long long zo = seq_off(b, t, sy_b, sy_t);
+        const long long xo = seq_off(b, t, sx_b, sx_t);
+        float z[WG_TR], a[WG_TC];
 #pragma unroll
-            for (int r = 0; r < WG_ROWS; ++r)
-                if (row0 + r < H) acc[r] += zr[row0 + r] * a;
-            if (++t == T) { t = 0; ++b; }
+        for (int r = 0; r < WG_TR; ++r) z[r] = row0 + r < H ? dz[zo + row0 + r] : 0.f;
+#pragma unroll
+        for (int c = 0; c < WG_TC; ++c) {
+            const int col = col0 + c;
+            if (col < I) a[c] = x[xo + col];
+            else if (col < I + H)
+                a[c] = t > 0 ? y[zo - sy_t + (col - I)]
+                             : (h0 != nullptr ? h0[(long long)b * H + (col - I)] : 0.f);
+            else a[c] = col == I + H ? 1.f : 0.f;
         }
+#pragma unroll
+        for (int r = 0; r < WG_TR; ++r)
+#pragma unroll
+            for (int c = 0; c < WG_TC; ++c) acc[r][c] += z[r] * a[c];
     }
+
 #pragma unroll
-    for (int r = 0; r < WG_ROWS; ++r) part[w][r][lane] = acc[r];
+    for (int r = 0; r < WG_TR; ++r)
+#pragma unroll
+        for (int c = 0; c < WG_TC; ++c) part[r * WG_TC + c][tid] = acc[r][c];
     __syncthreads();
-    if (w == 0 && col < J) {
+
+    // Thread (o, i) = (tid / 8, tid % 8) sums part[o][i], part[o][i+8], ... in order, then the
+    // 8 lanes of output o combine by a fixed butterfly.
+    const int o = tid >> 3, i = tid & 7;
+    float s = 0.f;
+    if (o < WG_TR * WG_TC)
+        for (int q = i; q < WG_THREADS; q += 8) s += part[o][q];
 #pragma unroll
-        for (int r = 0; r < WG_ROWS; ++r) {
-            const int row = row0 + r;
-            if (row >= H) break;
-            float s = 0.f;
-            for (int q = 0; q < WG_WARPS; ++q) s += part[q][r][lane];  // fixed order
+    for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off, 8);
+    if (o < WG_TR * WG_TC && i == 0) {
+        const int row = row0 + o / WG_TC, col = col0 + o % WG_TC;
+        if (row < H && col < J) {
             if (col < I) dw_ih[(long long)row * I + col] = s;
             else if (col < I + H) dw_hh[(long long)row * H + (col - I)] = s;
             else db[row] = s;

@@ -28,6 +28,9 @@
 // (on a GPU), timed by bench/gpu_check.sh.
 #include "common.cuh"
 
+// Steps of x that rnn_fwd_warp keeps in flight (a register ring; see the loop).
+#define FWD_PF 8
+
 // x: [.., I] (project=1, I <= 32) or [.., H] holding W_ih x_t (project=0), strides sx_b, sx_t.
 // w_ih [H,I] (unused, nullable, when project=0); w_hh [H,H]; b [H]; h0 [B,H]; lengths [B];
 // y [.., H] strides sy_b, sy_t; h_n [B,H].
@@ -57,42 +60,47 @@ extern "C" __global__ void rnn_fwd_warp(
     const float* xs = x + (long long)seq * sx_b;
     float* ys = y + (long long)seq * sy_b;
     const int xw = project ? I : H;  // lanes that load an element of x_t
+    const bool xl = lane < xw;
 
-    // u = W_ih x_t + b for the current step; the next step's x is loaded one step ahead so the
-    // projection overlaps the recurrence (it does not depend on h).
-    float xv = (len > 0 && lane < xw) ? xs[lane] : 0.f;
-    float u = bias;
-    if (project) {
+    // x is read FWD_PF steps ahead in a register ring: a step of the recurrence is ~100 ns and an
+    // L2/DRAM load ~0.5-1 us, so loading only one step ahead left every step waiting on memory.
+    float xr[FWD_PF];
 #pragma unroll
-        for (int k = 0; k < 32; ++k) u += wih[k] * __shfl_sync(FULL_MASK, xv, k);
-    } else {
-        u += xv;
-    }
-    xv = (len > 1 && lane < xw) ? xs[sx_t + lane] : 0.f;
+    for (int i = 0; i < FWD_PF; ++i) xr[i] = (i < len && xl) ? xs[(long long)i * sx_t + lane] : 0.f;
 
-    for (int t = 0; t < len; ++t) {
-        // W_hh h_{t-1}: four partial sums to shorten the FMA chain (8 deep each).
-        float a0 = u, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+    for (int t0 = 0; t0 < len; t0 += FWD_PF) {
+        float xn[FWD_PF];
 #pragma unroll
-        for (int k = 0; k < 32; k += 4) {
-            a0 += whh[k] * __shfl_sync(FULL_MASK, h, k);
-            a1 += whh[k + 1] * __shfl_sync(FULL_MASK, h, k + 1);
-            a2 += whh[k + 2] * __shfl_sync(FULL_MASK, h, k + 2);
-            a3 += whh[k + 3] * __shfl_sync(FULL_MASK, h, k + 3);
+        for (int i = 0; i < FWD_PF; ++i) {
+            const int tn = t0 + FWD_PF + i;
+            xn[i] = (tn < len && xl) ? xs[(long long)tn * sx_t + lane] : 0.f;
         }
-        // Next step's projection, independent of the chain above.
-        float un = bias;
-        if (project) {
 #pragma unroll
-            for (int k = 0; k < 32; ++k) un += wih[k] * __shfl_sync(FULL_MASK, xv, k);
-        } else {
-            un += xv;
+        for (int i = 0; i < FWD_PF; ++i) {
+            const int t = t0 + i;
+            if (t >= len) break;  // warp-uniform
+            // W_ih x_t + b: independent of h, so it overlaps the previous step's chain.
+            float u = bias;
+            if (project) {
+#pragma unroll
+                for (int k = 0; k < 32; ++k) u += wih[k] * __shfl_sync(FULL_MASK, xr[i], k);
+            } else {
+                u += xr[i];
+            }
+            // W_hh h_{t-1}: four partial sums to shorten the FMA chain (8 deep each).
+            float a0 = u, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+#pragma unroll
+            for (int k = 0; k < 32; k += 4) {
+                a0 += whh[k] * __shfl_sync(FULL_MASK, h, k);
+                a1 += whh[k + 1] * __shfl_sync(FULL_MASK, h, k + 1);
+                a2 += whh[k + 2] * __shfl_sync(FULL_MASK, h, k + 2);
+                a3 += whh[k + 3] * __shfl_sync(FULL_MASK, h, k + 3);
+            }
+            h = tanhf((a0 + a1) + (a2 + a3));
+            if (unit) ys[(long long)t * sy_t + lane] = h;
         }
-        xv = (t + 2 < len && lane < xw) ? xs[(long long)(t + 2) * sx_t + lane] : 0.f;
-
-        h = tanhf((a0 + a1) + (a2 + a3));
-        if (unit) ys[(long long)t * sy_t + lane] = h;
-        u = un;
+#pragma unroll
+        for (int i = 0; i < FWD_PF; ++i) xr[i] = xn[i];
     }
     if (unit) {
         for (int t = len < 0 ? 0 : len; t < T; ++t) ys[(long long)t * sy_t + lane] = 0.f;
@@ -102,8 +110,11 @@ extern "C" __global__ void rnn_fwd_warp(
 
 // xp [.., H] = W_ih x_t (no bias), strides sx_b, sx_t; w_hh_t [H,H] = W_hh^T (w_hh_t[k*H + j] =
 // W_hh[j,k]); b [H]; h0 [B,H] nullable; lengths [B] nullable; y [.., H] strides sy_b, sy_t;
-// h_n [B,H]. Dynamic shared: hbuf [2][seq_per_block][H], then W_hh^T [H*H] when w_in_smem.
-extern "C" __global__ void rnn_fwd_block(
+// h_n [B,H]. Block: KS slices of HP = 32*ceil(H/32) threads (KS = blockDim.x / HP, from
+// cuda_launch.block_ksplit); thread (q, j) sums k in slice q of W_hh h for unit j, slice 0 adds
+// the others in order and owns the state. Dynamic shared: hbuf [2][S][H], red [KS-1][S][H], then
+// W_hh^T [H*H] when w_in_smem.
+extern "C" __global__ void __launch_bounds__(1024) rnn_fwd_block(
     const float* __restrict__ xp, const float* __restrict__ w_hh_t, const float* __restrict__ b,
     const float* __restrict__ h0, const int* __restrict__ lengths,
     float* __restrict__ y, float* __restrict__ h_n,
@@ -111,12 +122,18 @@ extern "C" __global__ void rnn_fwd_block(
 {
     extern __shared__ float smem[];
     const int S = seq_per_block;
-    const int j = threadIdx.x;
+    const int HP = 32 * ((H + 31) / 32);
+    const int KS = blockDim.x / HP;
+    const int j = threadIdx.x % HP, q = threadIdx.x / HP;
     const bool unit = j < H;
-    float* hbuf = smem;  // [2][S][H]
+    const bool owner = unit && q == 0;  // holds the state of unit j
+    const int kc = (H + KS - 1) / KS;
+    const int k0 = q * kc, k1 = k0 + kc < H ? k0 + kc : H;
+    float* hbuf = smem;              // [2][S][H]
+    float* red = smem + 2 * S * H;   // [KS-1][S][H]
     const float* W = w_hh_t;
     if (w_in_smem) {
-        float* ws = smem + 2 * S * H;
+        float* ws = red + (KS - 1) * S * H;
         for (int i = threadIdx.x; i < H * H; i += blockDim.x) ws[i] = w_hh_t[i];
         W = ws;
     }
@@ -133,29 +150,40 @@ extern "C" __global__ void rnn_fwd_block(
         int l = valid ? (lengths != nullptr ? lengths[seq] : T) : 0;
         len[s] = l < T ? l : T;
         maxlen = len[s] > maxlen ? len[s] : maxlen;
-        h[s] = (valid && unit && h0 != nullptr) ? h0[(long long)seq * H + j] : 0.f;
-        if (s < S && unit) hbuf[s * H + j] = h[s];
+        h[s] = (valid && owner && h0 != nullptr) ? h0[(long long)seq * H + j] : 0.f;
+        if (s < S && owner) hbuf[s * H + j] = h[s];
     }
     __syncthreads();  // hbuf[0] and the staged W visible to every thread
 
     int p = 0;
     for (int t = 0; t < maxlen; ++t) {  // maxlen is the same in every thread of the block
+        float acc[BLK_MAX_SEQ];
+#pragma unroll
+        for (int s = 0; s < BLK_MAX_SEQ; ++s) acc[s] = 0.f;
         if (unit) {
             const float* hp = hbuf + p * S * H;
-            float acc[BLK_MAX_SEQ];
-#pragma unroll
-            for (int s = 0; s < BLK_MAX_SEQ; ++s) acc[s] = 0.f;
-            // per step: H loads of W (one per k, coalesced over j) + S*H broadcast reads + FMAs
-            for (int k = 0; k < H; ++k) {
+            // per step and thread: kc loads of W (coalesced over j) + S*kc broadcast reads + FMAs;
+            // the KS slices keep KS times more loads of W in flight than one thread per unit.
+#pragma unroll 4
+            for (int k = k0; k < k1; ++k) {
                 const float w = W[k * H + j];
 #pragma unroll
                 for (int s = 0; s < BLK_MAX_SEQ; ++s)
                     if (s < S) acc[s] += w * hp[s * H + k];
             }
+            if (q > 0) {
+#pragma unroll
+                for (int s = 0; s < BLK_MAX_SEQ; ++s)
+                    if (s < S) red[((q - 1) * S + s) * H + j] = acc[s];
+            }
+        }
+        if (KS > 1) __syncthreads();  // red complete (KS is the same in every thread)
+        if (owner) {
             float* hq = hbuf + (p ^ 1) * S * H;
 #pragma unroll
             for (int s = 0; s < BLK_MAX_SEQ; ++s) {
                 if (s < S) {
+                    for (int r = 0; r < KS - 1; ++r) acc[s] += red[(r * S + s) * H + j];
                     if (t < len[s]) {
                         const long long seq = seq0 + s;
                         h[s] = tanhf(acc[s] + bias + xp[seq * sx_b + (long long)t * sx_t + j]);
@@ -165,11 +193,11 @@ extern "C" __global__ void rnn_fwd_block(
                 }
             }
         }
-        __syncthreads();  // hbuf[p^1] complete; every read of hbuf[p] done before it is rewritten
+        __syncthreads();  // hbuf[p^1] complete; every read of hbuf[p] and red done before reuse
         p ^= 1;
     }
 
-    if (unit) {
+    if (owner) {
 #pragma unroll
         for (int s = 0; s < BLK_MAX_SEQ; ++s) {
             const int seq = seq0 + s;

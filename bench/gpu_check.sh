@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The single prepared GPU check: the GPU tests, then the GPU benchmarks, table printed last.
+#
+# Run from the repository root on the GPU machine (it needs cupy, torch, pytest there; nothing is
+# installed and fastrnn is used in place):   bash bench/gpu_check.sh
+# Output also goes to $OUT/gpu_check.log (and the table to $OUT/bench_table.txt) when $OUT is set.
+# Each section runs under its own time limit and a failing section does not stop the next one.
+# Expected total: well under 4 minutes (tests ~1-2 min, benchmarks ~1 min).
+set -u
+cd "$(dirname "$0")/.."
+LOG=${OUT:+$OUT/gpu_check.log}
+exec > >(tee ${LOG:+"$LOG"}) 2>&1
+
+echo "+ nvidia-smi"
+timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+
+echo "+ python bench/bench_gpu.py --pytest  (pytest -m gpu tests/)"
+timeout 150 python bench/bench_gpu.py --pytest -p no:cacheprovider \
+    -o junit_family=xunit2 ${OUT:+--junitxml="$OUT/gpu_tests.xml"}
+echo "+ pytest exit code: $?"
+
+echo "+ python bench/bench_gpu.py"
+timeout 90 python bench/bench_gpu.py || echo "+ bench failed: exit code $?"

@@ -1,0 +1,72 @@
+"""The CPU backend: fastrnn's Numba kernels (``fastrnn.kernels.rnn_cpu`` / ``train_cpu``).
+
+Arrays arrive validated (see :mod:`fastrnn.backends`). Kernels compile on first use for each dtype
+and layout (cached on disk; see ``kernels/_numba_env.py`` for the Numba settings and the threading
+layer). Results are bitwise reproducible, run to run and for any number of threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Imported here, not in fastrnn/__init__: loading this module is what pulls in Numba.
+from fastrnn.kernels import rnn_cpu, train_cpu
+from fastrnn.params import ModelSpec
+
+
+def _layout(spec: ModelSpec):
+    """``([L,4] offsets of w_ih, w_hh, b and I_k per layer, (offset of w_out, of b_out))``."""
+    off = {name: o for name, _, o in spec.offsets()}
+    rows = [(off[f"w_ih_l{k}"], off[f"w_hh_l{k}"], off[f"b_l{k}"],
+             spec.input_size if k == 0 else spec.hidden_size) for k in range(spec.num_layers)]
+    return np.array(rows, dtype=np.int64), (off["w_out"], off["b_out"])
+
+
+class _CpuClassifier:
+    """The fused classifier step; one set of workspaces per (batch, steps), kept for reuse."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self._layout, self._out = _layout(spec)
+        self._steps: dict[tuple, train_cpu.ClassifierStep] = {}
+
+    def _step(self, x) -> train_cpu.ClassifierStep:
+        key = (x.shape[0], x.shape[1], x.dtype.str)
+        st = self._steps.get(key)
+        if st is None:
+            s = self.spec
+            st = train_cpu.ClassifierStep(self._layout, self._out, s.hidden_size, s.num_classes,
+                                          s.size, x.shape[0], x.shape[1], x.dtype)
+            self._steps[key] = st
+        return st
+
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
+        return self._step(x).train_step(params, m, v, step, x, labels, lr, beta1, beta2, eps)
+
+    def evaluate(self, params, x, labels):
+        return self._step(x).evaluate(params, x, labels)
+
+    def predict(self, params, x):
+        return self._step(x).predict(params, x)
+
+
+class CpuBackend:
+    """Numba kernels on NumPy arrays."""
+
+    name = "cpu"
+    xp = np
+
+    @staticmethod
+    def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+        return rnn_cpu.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+
+    @staticmethod
+    def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+        return rnn_cpu.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+
+    @staticmethod
+    def classifier(spec: ModelSpec):
+        return _CpuClassifier(spec)
+
+
+BACKEND = CpuBackend()

@@ -1,0 +1,227 @@
+"""The GPU backend: CuPy arrays in, CuPy arrays out, raw CUDA kernels from ``kernels/*.cu``.
+
+float32 only (float64 raises ``TypeError``). The classifier's training step is one fixed sequence
+of launches on flat buffers laid out by :mod:`fastrnn.params`: per layer one forward launch, the
+dense + cross-entropy rows and the dense-gradient reduction, per layer one BPTT launch and one
+weight-gradient launch, one Adam launch over the flat buffer. When every layer runs on the
+one-launch fast path (hidden and input sizes <= 32, no GEMM through cuBLAS) the sequence is
+captured once in a CUDA graph and replayed: the batch is copied into fixed buffers, Adam's step
+scalars go through a pinned host buffer that a captured copy reads at replay time, and loss and
+accuracy come back through another pinned buffer (one synchronisation per step). Set
+``FASTRNN_CUDA_GRAPH=0`` to launch eagerly; a failed capture falls back to eager launches too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastrnn.params import ModelSpec, layers, views
+
+_H2D, _D2H, _D2D = 1, 2, 3  # cudaMemcpyKind
+
+
+def _kernels():
+    from fastrnn.kernels import cuda
+
+    return cuda
+
+
+def _cp():
+    import cupy
+
+    return cupy
+
+
+class _Buffers:
+    """Scratch for one batch size: activations, gradients and the step's small arrays."""
+
+    def __init__(self, spec: ModelSpec, B: int, T: int):
+        cp = _cp()
+        f32 = cp.float32
+        H, C, Lk = spec.hidden_size, spec.num_classes, spec.num_layers
+        self.B, self.T = B, T
+        self.x = cp.empty((B, T, spec.input_size), dtype=f32)  # graph input copies
+        self.labels = cp.empty(B, dtype=cp.int64)
+        self.ys = [cp.empty((B, T, H), dtype=f32) for _ in range(Lk)]
+        self.hn = cp.empty((Lk, B, H), dtype=f32)
+        self.dz = cp.empty((B, T, H), dtype=f32)
+        self.dx = [cp.empty((B, T, H), dtype=f32) for _ in range(2)]  # ping-pong between layers
+        self.dh0 = cp.empty((B, H), dtype=f32)
+        self.dh_top = cp.empty((B, H), dtype=f32)
+        self.logits = cp.empty((B, C), dtype=f32)
+        self.dlogits = cp.empty((B, C), dtype=f32)
+        self.row_loss = cp.empty(B, dtype=f32)
+        self.row_correct = cp.empty(B, dtype=f32)
+        self.out2 = cp.empty(2, dtype=f32)
+        self.grad = cp.empty(spec.size, dtype=f32)
+        self.hyper = cp.empty(8, dtype=f32)
+        self._pin_hyper = cp.cuda.alloc_pinned_memory(8 * 4)
+        self.pin_hyper = np.frombuffer(self._pin_hyper, np.float32, 8)
+        self._pin_out = cp.cuda.alloc_pinned_memory(2 * 4)
+        self.pin_out = np.frombuffer(self._pin_out, np.float32, 2)
+        self.graph = None
+        self.graph_key = None
+        self.eager_steps = 0
+
+
+class _CudaClassifier:
+    def __init__(self, spec: ModelSpec):
+        if spec.dtype != "float32":
+            raise TypeError(f"dtype: the cuda backend computes in float32, got {spec.dtype}")
+        self.spec = spec
+        self._bufs: dict[tuple[int, int], _Buffers] = {}
+        H, I = spec.hidden_size, spec.input_size
+        self.graphable = H <= 32 and I <= 32 and os.environ.get("FASTRNN_CUDA_GRAPH", "1") != "0"
+        self._stream = None
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def _buffers(self, B, T) -> _Buffers:
+        key = (B, T)
+        if key not in self._bufs:
+            self._bufs[key] = _Buffers(self.spec, B, T)
+        return self._bufs[key]
+
+    def _forward(self, params, x, bf: _Buffers):
+        k = _kernels()
+        inp = x
+        for i, (w_ih, w_hh, b) in enumerate(layers(params, self.spec)):
+            k.forward_into(inp, None, w_ih, w_hh, b, None, False, bf.ys[i], bf.hn[i])
+            inp = bf.ys[i]
+        return bf.hn[-1]
+
+    def _enqueue_step(self, params, m, v, x, labels, bf: _Buffers, stream_ptr):
+        """Every launch of one training step, on the current stream (which is ``stream_ptr``)."""
+        cp = _cp()
+        k = _kernels()
+        spec = self.spec
+        C = spec.num_classes
+        pv = views(params, spec)
+        gv = views(bf.grad, spec)
+        h_top = self._forward(params, x, bf)
+        k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], labels, None, bf.row_loss,
+                          bf.row_correct, bf.dlogits, bf.dh_top)
+        k.dense_reduce_into(bf.dlogits, h_top, bf.row_loss, bf.row_correct, gv["w_out"],
+                            gv["b_out"], bf.out2, C)
+        lys = layers(params, spec)
+        dy = None
+        for i in reversed(range(spec.num_layers)):
+            w_ih, w_hh, _ = lys[i]
+            inp = x if i == 0 else bf.ys[i - 1]
+            dx = None if i == 0 else bf.dx[i % 2]
+            k.backward_into(dy, bf.dh_top if i == spec.num_layers - 1 else None, inp, None,
+                            w_ih, w_hh, bf.ys[i], None, False, bf.dz, dx, bf.dh0,
+                            gv[f"w_ih_l{i}"], gv[f"w_hh_l{i}"], gv[f"b_l{i}"])
+            dy = dx
+        cp.cuda.runtime.memcpyAsync(bf.hyper.data.ptr, bf._pin_hyper.ptr, 8 * 4, _H2D, stream_ptr)
+        k.adam_into(params, bf.grad, m, v, bf.hyper)
+        cp.cuda.runtime.memcpyAsync(bf._pin_out.ptr, bf.out2.data.ptr, 2 * 4, _D2H, stream_ptr)
+
+    # -- contract -------------------------------------------------------------------------------
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
+        cp = _cp()
+        from fastrnn.kernels import cuda_launch
+
+        _check(x=x, params=params, m=m, v=v)
+        B, T, _ = x.shape
+        bf = self._buffers(B, T)
+        if labels.dtype != cp.int64:
+            labels = labels.astype(cp.int64)
+        bf.pin_hyper[:] = cuda_launch.adam_hyper(step, lr, beta1, beta2, eps)
+
+        key = (params.data.ptr, m.data.ptr, v.data.ptr)
+        # The first step runs eagerly (compiles and loads every kernel), later ones replay.
+        if self.graphable and bf.eager_steps > 0:
+            try:
+                self._replay(params, m, v, x, labels, bf, key)
+                return float(bf.pin_out[0]), float(bf.pin_out[1]) / B
+            except Exception:  # capture unsupported here: keep launching eagerly
+                self.graphable = False
+                bf.graph = None
+        stream = cp.cuda.get_current_stream()
+        self._enqueue_step(params, m, v, x, labels, bf, stream.ptr)
+        stream.synchronize()
+        bf.eager_steps += 1
+        return float(bf.pin_out[0]), float(bf.pin_out[1]) / B
+
+    def _replay(self, params, m, v, x, labels, bf: _Buffers, key):
+        cp = _cp()
+        if self._stream is None:
+            self._stream = cp.cuda.Stream(non_blocking=True)
+        s = self._stream
+        ev = cp.cuda.Event(disable_timing=True)
+        ev.record(cp.cuda.get_current_stream())
+        s.wait_event(ev)  # the batch was written on the caller's stream
+        cp.cuda.runtime.memcpyAsync(bf.x.data.ptr, x.data.ptr, x.nbytes, _D2D, s.ptr)
+        cp.cuda.runtime.memcpyAsync(bf.labels.data.ptr, labels.data.ptr, labels.nbytes, _D2D,
+                                    s.ptr)
+        if bf.graph is None or bf.graph_key != key:
+            with s:
+                s.begin_capture()
+                try:
+                    self._enqueue_step(params, m, v, bf.x, bf.labels, bf, s.ptr)
+                finally:
+                    graph = s.end_capture()
+            bf.graph, bf.graph_key = graph, key
+        bf.graph.launch(s)
+        s.synchronize()
+
+    def evaluate(self, params, x, labels):
+        cp = _cp()
+        k = _kernels()
+        _check(x=x, params=params)
+        B, T, _ = x.shape
+        bf = self._buffers(B, T)
+        pv = views(params, self.spec)
+        h_top = self._forward(params, x, bf)
+        labels = labels.astype(cp.int64, copy=False)
+        k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], labels, None, bf.row_loss,
+                          bf.row_correct, None, None)
+        k.dense_reduce_into(None, h_top, bf.row_loss, bf.row_correct, None, None, bf.out2,
+                            self.spec.num_classes)
+        out = bf.out2.get()
+        return float(out[0]), float(out[1]) / B
+
+    def predict(self, params, x):
+        cp = _cp()
+        k = _kernels()
+        _check(x=x, params=params)
+        B, T, _ = x.shape
+        bf = self._buffers(B, T)
+        pv = views(params, self.spec)
+        h_top = self._forward(params, x, bf)
+        logits = cp.empty((B, self.spec.num_classes), dtype=cp.float32)
+        k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], None, logits, None, None, None, None)
+        return logits
+
+
+def _check(**arrays):
+    for name, a in arrays.items():
+        if a.dtype != np.float32:
+            raise TypeError(f"{name}: the cuda backend computes in float32, got {a.dtype}")
+
+
+class CudaBackend:
+    """Raw CUDA kernels on CuPy arrays (float32)."""
+
+    name = "cuda"
+
+    @property
+    def xp(self):
+        return _cp()
+
+    @staticmethod
+    def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+        return _kernels().rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+
+    @staticmethod
+    def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+        return _kernels().rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+
+    @staticmethod
+    def classifier(spec: ModelSpec):
+        return _CudaClassifier(spec)
+
+
+BACKEND = CudaBackend()

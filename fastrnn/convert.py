@@ -1,0 +1,237 @@
+"""Weight conversion between fastrnn's layout, PyTorch ``nn.RNN`` state dicts and TF1 BasicRNNCell.
+
+fastrnn's layers are ``(w_ih [H,I], w_hh [H,H], b [H])`` per layer, bottom first (the layout of
+:mod:`fastrnn.reference`, :class:`fastrnn.cells.BasicRNNCell` and :class:`fastrnn.torch.RNN`).
+
+PyTorch ``nn.RNN`` (tanh, unidirectional)::
+
+    weight_ih_l{k} [H,I_k] = w_ih     weight_hh_l{k} [H,H] = w_hh
+    bias_ih_l{k} + bias_hh_l{k} = b   (export: bias_ih = b, bias_hh = 0)
+
+TF1 ``BasicRNNCell`` (``h = tanh(concat([x, h]) @ kernel + bias)``)::
+
+    kernel [I+H, H] = concat([w_ih.T, w_hh.T])   (the x rows first, then the h rows)
+    bias [H] = b
+
+Every function takes NumPy arrays (or anything with ``.detach().cpu().numpy()`` or ``__array__``,
+so torch tensors work without this module importing torch) and returns new NumPy arrays.
+
+>>> import numpy as np
+>>> from fastrnn import convert
+>>> rng = np.random.default_rng(0)
+>>> layers = [(rng.standard_normal((4, 3)), rng.standard_normal((4, 4)), rng.standard_normal(4))]
+>>> sd = convert.to_torch(layers)          # nn.RNN(3, 4).load_state_dict(convert.to_torch(
+>>> sorted(sd)                             #     layers, as_tensors=True)) works as is
+['bias_hh_l0', 'bias_ih_l0', 'weight_hh_l0', 'weight_ih_l0']
+>>> tf_vars = convert.to_tf(layers)
+>>> tf_vars["rnn/basic_rnn_cell/kernel"].shape
+(7, 4)
+>>> back = convert.from_tf(tf_vars)[0]
+>>> all(np.array_equal(a, b) for a, b in zip(back, layers[0]))
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from fastrnn import _validate as check
+
+Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # (w_ih [H,I], w_hh [H,H], b [H])
+
+_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+
+
+def _numpy(name: str, a) -> np.ndarray:
+    """A NumPy float array from an array or a CPU/CUDA torch tensor (torch is not imported)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    elif type(a).__module__.startswith("cupy"):
+        a = a.get()
+    a = np.asarray(a)
+    if a.dtype not in check.FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    return a
+
+
+def _check_layers(layers: Sequence) -> list[Layer]:
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
+        raise TypeError(f"layers: expected a non-empty list of (w_ih, w_hh, b), got "
+                        f"{check._describe(layers)}")
+    out = []
+    for k, lay in enumerate(layers):
+        if not isinstance(lay, Sequence) or len(lay) != 3:
+            check.fail(f"layers[{k}]", "a tuple (w_ih [H,I], w_hh [H,H], b [H])",
+                       check._describe(lay))
+        w_ih, w_hh, b = (_numpy(f"layers[{k}].{n}", a) for n, a in zip(("w_ih", "w_hh", "b"), lay))
+        if w_hh.ndim != 2 or w_hh.shape[0] != w_hh.shape[1]:
+            check.fail(f"layers[{k}].w_hh", "shape [H,H]", f"shape {w_hh.shape}")
+        H = w_hh.shape[0]
+        if w_ih.ndim != 2 or w_ih.shape[0] != H:
+            check.fail(f"layers[{k}].w_ih", f"shape [H,I] with H = {H}", f"shape {w_ih.shape}")
+        check.shape(f"layers[{k}].b", b, (H,), "[H]")
+        if k > 0 and w_ih.shape[1] != out[-1][1].shape[0]:
+            check.fail(f"layers[{k}].w_ih", f"input size {out[-1][1].shape[0]} (the previous "
+                       "layer's H)", f"shape {w_ih.shape}")
+        out.append((w_ih, w_hh, b))
+    return out
+
+
+def to_torch(layers: Sequence, *, bias: bool = True, as_tensors: bool = False) -> dict:
+    """An ``nn.RNN`` state dict from fastrnn layers.
+
+    Parameters
+    ----------
+    layers : list of (w_ih [H,I_k], w_hh [H,H], b [H])
+    bias : bool
+        True: ``bias_ih_l{k} = b``, ``bias_hh_l{k} = 0`` (for ``nn.RNN(..., bias=True)``);
+        False: no bias entries (for ``bias=False``; every ``b`` must then be zero).
+    as_tensors : bool
+        Return torch tensors (imports torch) instead of NumPy arrays.
+
+    Returns
+    -------
+    dict
+        ``weight_ih_l{k}``, ``weight_hh_l{k}`` (and ``bias_ih_l{k}``, ``bias_hh_l{k}``), copies.
+    """
+    out = {}
+    for k, (w_ih, w_hh, b) in enumerate(_check_layers(layers)):
+        out[f"weight_ih_l{k}"], out[f"weight_hh_l{k}"] = w_ih.copy(), w_hh.copy()
+        if bias:
+            out[f"bias_ih_l{k}"], out[f"bias_hh_l{k}"] = b.copy(), np.zeros_like(b)
+        elif np.any(b):
+            check.fail(f"layers[{k}].b", "all zeros with bias=False (the bias would be lost)",
+                       "a non-zero bias")
+    if as_tensors:
+        import torch
+
+        out = {k: torch.from_numpy(v) for k, v in out.items()}
+    return out
+
+
+def from_torch(state_dict: Mapping, *, prefix: str = "") -> list[Layer]:
+    """fastrnn layers from an ``nn.RNN`` (or :class:`fastrnn.torch.RNN`) state dict.
+
+    Parameters
+    ----------
+    state_dict : mapping of name -> tensor or array
+        As ``nn.RNN(...).state_dict()``; a model's whole state dict works with ``prefix``.
+    prefix : str
+        Taken off the keys, e.g. ``"rnn."``; keys without it are ignored.
+
+    Returns
+    -------
+    list of (w_ih [H,I_k], w_hh [H,H], b [H])
+        ``b = bias_ih + bias_hh`` (zeros when the RNN had ``bias=False``).
+
+    Raises
+    ------
+    NotImplementedError
+        Bidirectional (``*_reverse``) or projected (``weight_hr_*``) weights.
+    ValueError
+        Missing layers or parameters, or inconsistent shapes.
+    """
+    found: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name.endswith("_reverse"):
+            raise NotImplementedError(f"{key}: bidirectional RNN weights are not supported")
+        if name.startswith("weight_hr"):
+            raise NotImplementedError(f"{key}: projected (proj_size > 0) weights are not "
+                                      "supported")
+        m = _TORCH_KEY.match(name)
+        if m:
+            found.setdefault(int(m.group(2)), {})[m.group(1)] = _numpy(key, value)
+    if not found:
+        check.fail("state_dict", f"nn.RNN keys like {prefix}weight_ih_l0",
+                   sorted(state_dict)[:6])
+    if sorted(found) != list(range(len(found))):
+        check.fail("state_dict", f"layers 0..{len(found) - 1}", f"layers {sorted(found)}")
+    layers = []
+    for k in range(len(found)):
+        p = found[k]
+        for n in ("weight_ih", "weight_hh"):
+            if n not in p:
+                check.fail("state_dict", f"{prefix}{n}_l{k}", "no such key")
+        if ("bias_ih" in p) != ("bias_hh" in p):
+            check.fail("state_dict", f"both {prefix}bias_ih_l{k} and {prefix}bias_hh_l{k} "
+                       "or neither", "only one")
+        H = p["weight_hh"].shape[0]
+        b = p["bias_ih"] + p["bias_hh"] if "bias_ih" in p else np.zeros(H, p["weight_hh"].dtype)
+        layers.append((p["weight_ih"].copy(), p["weight_hh"].copy(), b))
+    return _check_layers(layers)
+
+
+def tf_kernel(w_ih, w_hh) -> np.ndarray:
+    """TF's ``kernel [I+H, H] = concat([w_ih.T, w_hh.T])`` from ``w_ih [H,I]``, ``w_hh [H,H]``."""
+    w_ih, w_hh = _numpy("w_ih", w_ih), _numpy("w_hh", w_hh)
+    return np.concatenate([w_ih.T, w_hh.T], axis=0)
+
+
+def split_tf_kernel(kernel) -> tuple[np.ndarray, np.ndarray]:
+    """``(w_ih [H,I], w_hh [H,H])`` from TF's ``kernel [I+H, H]`` (H = its columns)."""
+    kernel = _numpy("kernel", kernel)
+    if kernel.ndim != 2 or kernel.shape[0] <= kernel.shape[1] or kernel.shape[1] < 1:
+        check.fail("kernel", "shape [I+H, H] with I, H >= 1", f"shape {kernel.shape}")
+    I = kernel.shape[0] - kernel.shape[1]
+    return np.ascontiguousarray(kernel[:I].T), np.ascontiguousarray(kernel[I:].T)
+
+
+def _tf_scope(scope: str, k: int, num_layers: int) -> str:
+    cell = "basic_rnn_cell" if num_layers == 1 else f"multi_rnn_cell/cell_{k}/basic_rnn_cell"
+    return f"{scope}/{cell}" if scope else cell
+
+
+def to_tf(layers: Sequence, *, scope: str = "rnn") -> dict[str, np.ndarray]:
+    """TF1 variables (names without ``:0``) of ``dynamic_rnn`` over a BasicRNNCell (one layer) or
+    a MultiRNNCell of BasicRNNCells: ``{scope}/basic_rnn_cell/kernel [I+H,H]`` and ``.../bias
+    [H]``, or ``{scope}/multi_rnn_cell/cell_{k}/basic_rnn_cell/...`` per layer."""
+    layers = _check_layers(layers)
+    out = {}
+    for k, (w_ih, w_hh, b) in enumerate(layers):
+        name = _tf_scope(scope, k, len(layers))
+        out[f"{name}/kernel"], out[f"{name}/bias"] = tf_kernel(w_ih, w_hh), b.copy()
+    return out
+
+
+def from_tf(variables: Mapping) -> list[Layer]:
+    """fastrnn layers from TF1 BasicRNNCell variables.
+
+    Parameters
+    ----------
+    variables : mapping of name -> array
+        Names ending in ``kernel`` / ``bias`` (with or without ``:0``), e.g. from
+        ``{v.name: sess.run(v) for v in tf.trainable_variables()}``. Each ``.../kernel`` needs its
+        ``.../bias``. With several cells, the layer order is taken from ``cell_{k}`` in the names
+        (MultiRNNCell's scopes); without it, there must be a single cell.
+
+    Returns
+    -------
+    list of (w_ih [H,I_k], w_hh [H,H], b [H])
+    """
+    cells: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in variables.items():
+        name = key[:-2] if key.endswith(":0") else key
+        scope, _, leaf = name.rpartition("/")
+        if leaf in ("kernel", "bias"):
+            cells.setdefault(scope, {})[leaf] = _numpy(key, value)
+    if not cells:
+        check.fail("variables", "names ending in /kernel and /bias", sorted(variables)[:6])
+    for scope, v in cells.items():
+        if set(v) != {"kernel", "bias"}:
+            check.fail("variables", f"both {scope}/kernel and {scope}/bias", sorted(v))
+    order = {s: re.search(r"cell_(\d+)", s) for s in cells}
+    if len(cells) > 1 and not all(order.values()):
+        check.fail("variables", "one cell, or MultiRNNCell scopes with cell_{k} in every name",
+                   sorted(cells))
+    scopes = sorted(cells, key=lambda s: int(order[s].group(1)) if order[s] else 0)
+    layers = []
+    for s in scopes:
+        w_ih, w_hh = split_tf_kernel(cells[s]["kernel"])
+        layers.append((w_ih, w_hh, cells[s]["bias"].copy()))
+    return _check_layers(layers)

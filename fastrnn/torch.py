@@ -1,0 +1,289 @@
+"""``fastrnn.torch.RNN``: a drop-in ``torch.nn.RNN`` (tanh) that runs fastrnn's kernels.
+
+Swap one line, keep the rest of a PyTorch program::
+
+    rnn = torch.nn.RNN(28, 31, num_layers=3, batch_first=True)     # before
+    rnn = fastrnn.torch.RNN(28, 31, num_layers=3, batch_first=True) # after
+
+Parameters have ``nn.RNN``'s names, shapes and default initialisation (``U(-1/sqrt(H), 1/sqrt(H))``
+drawn in the same order, so under the same ``torch.manual_seed`` both modules start equal), so
+``load_state_dict`` works both ways with a trained ``nn.RNN``. ``forward(input, hx=None)`` takes and
+returns ``nn.RNN``'s shapes, including unbatched ``[T,I]`` input and ``PackedSequence``.
+
+How it runs: each layer is one ``torch.autograd.Function`` whose forward and backward call
+:func:`fastrnn.rnn_forward` / :func:`fastrnn.rnn_backward` on zero-copy views of the tensors:
+NumPy views (``.detach().numpy()``) on the CPU; on CUDA, CuPy views through DLPack, with CuPy
+running on torch's current stream, so no synchronisation is added. fastrnn has one bias per layer;
+the module passes ``bias_ih + bias_hh`` and autograd sends its gradient to both. ``batch_first``
+selects fastrnn's batch-major layout, so no transpose is copied; a ``PackedSequence`` is padded
+once before the first layer and packed again after the last, on torch's side.
+
+Threads: fastrnn's CPU kernels use Numba's ``workqueue`` threading layer (set by fastrnn unless
+``NUMBA_THREADING_LAYER`` says otherwise), whose threads sleep when idle, so they do not fight
+PyTorch's OpenMP pool. Call a fastrnn module from one Python thread at a time (a ``workqueue``
+limit); PyTorch's CPU autograd runs ``backward`` on the calling thread, which is fine.
+
+PyTorch is optional for fastrnn: ``import fastrnn`` never imports it, and this module raises
+``ImportError`` with an install hint when it is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+
+try:
+    import torch
+    from torch import nn
+    from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError("fastrnn.torch needs PyTorch: pip install torch "
+                      "(or pip install 'fastrnn[bench]')") from e
+
+from fastrnn import _validate as check
+from fastrnn import api
+
+__all__ = ["RNN"]
+
+
+# --- zero-copy views between torch tensors and NumPy / CuPy arrays --------------------------------
+@contextmanager
+def _torch_stream(device: torch.device):
+    """On CUDA: make CuPy's current device and stream torch's current ones for the block."""
+    if device.type != "cuda":
+        yield
+        return
+    import cupy
+
+    stream = torch.cuda.current_stream(device)
+    with cupy.cuda.Device(device.index), \
+            cupy.cuda.ExternalStream(stream.cuda_stream, device.index):
+        yield
+
+
+def _view(t: torch.Tensor | None):
+    """A NumPy (CPU) or CuPy (CUDA, via DLPack) array sharing ``t``'s memory."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.device.type == "cpu":
+        return t.numpy()
+    import cupy
+
+    return cupy.from_dlpack(t)
+
+
+def _tensor(a) -> torch.Tensor:
+    """A tensor sharing the memory of NumPy / CuPy array ``a``."""
+    return torch.from_numpy(a) if isinstance(a, np.ndarray) else torch.from_dlpack(a)
+
+
+class _RNNLayer(torch.autograd.Function):
+    """One tanh layer: ``(x, h0, w_ih, w_hh, b) -> (y, h_n)`` through fastrnn's functional API."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b, lengths, time_major, backend):
+        with _torch_stream(x.device):
+            y, h_n = api.rnn_forward(_view(x), _view(h0), _view(w_ih), _view(w_hh), _view(b),
+                                     lengths, time_major, backend=backend)
+            y, h_n = _tensor(y), _tensor(h_n)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, y)
+        ctx.lengths, ctx.time_major, ctx.backend = lengths, time_major, backend
+        return y, h_n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dh_n):
+        x, h0, w_ih, w_hh, y = ctx.saved_tensors
+        with _torch_stream(x.device):
+            grads = api.rnn_backward(_view(dy), _view(dh_n), _view(x), _view(h0), _view(w_ih),
+                                     _view(w_hh), _view(y), ctx.lengths, ctx.time_major,
+                                     backend=ctx.backend)
+            dx, dh0, dw_ih, dw_hh, db = (_tensor(g) for g in grads)
+        return dx, None if h0 is None else dh0, dw_ih, dw_hh, db, None, None, None
+
+
+class RNN(nn.Module):
+    """Drop-in ``torch.nn.RNN`` (tanh, unidirectional, no dropout) on fastrnn's kernels.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        I and H.
+    num_layers : int
+        Stacked layers; layer k > 0 takes layer k-1's outputs.
+    nonlinearity : {"tanh"}
+        ``"relu"`` raises NotImplementedError.
+    bias : bool
+        False: no ``bias_*`` parameters (zero bias).
+    batch_first : bool
+        Input and output ``[B,T,*]`` instead of ``[T,B,*]`` (not ``hx``/``h_n``, as in nn.RNN).
+    dropout : float
+        Only 0 (anything else in (0, 1] raises NotImplementedError).
+    bidirectional : bool
+        Only False.
+    device, dtype
+        As in nn.RNN (float32 or float64; CPU, or CUDA with CuPy installed).
+    backend : {None, "cpu", "reference", "cuda"}, keyword only
+        Passed to :func:`fastrnn.rnn_forward`; None picks by the tensors' device.
+
+    Attributes
+    ----------
+    weight_ih_l{k} : Parameter [H, I_k]  (I_0 = input_size, I_k = H above)
+    weight_hh_l{k} : Parameter [H, H]
+    bias_ih_l{k}, bias_hh_l{k} : Parameter [H]  (when ``bias``)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
+                 *, backend: str | None = None):
+        super().__init__()
+        if nonlinearity == "relu":
+            raise NotImplementedError("nonlinearity='relu': fastrnn.torch.RNN implements tanh "
+                                      "only (use torch.nn.RNN for relu)")
+        if nonlinearity != "tanh":
+            check.fail("nonlinearity", "'tanh'", repr(nonlinearity))
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout <= 1:
+            check.fail("dropout", "a number in [0, 1]", repr(dropout))
+        if dropout > 0:
+            raise NotImplementedError(f"dropout={dropout}: fastrnn.torch.RNN has no dropout "
+                                      "between layers (use dropout=0)")
+        if bidirectional:
+            raise NotImplementedError("bidirectional=True: fastrnn.torch.RNN is unidirectional "
+                                      "only")
+        if backend not in (None, "cpu", "reference", "cuda"):
+            check.fail("backend", "one of None, 'cpu', 'reference', 'cuda'", repr(backend))
+        self.input_size = check.positive_int("input_size", input_size)
+        self.hidden_size = check.positive_int("hidden_size", hidden_size)
+        self.num_layers = check.positive_int("num_layers", num_layers)
+        self.nonlinearity, self.bias, self.batch_first = "tanh", bool(bias), bool(batch_first)
+        self.dropout, self.bidirectional, self.proj_size = float(dropout), False, 0
+        self.backend = backend
+        factory = {"device": device, "dtype": dtype}
+        H = self.hidden_size
+        # registration order = nn.RNN's, so reset_parameters draws the same numbers
+        for k in range(self.num_layers):
+            i_k = self.input_size if k == 0 else H
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(H, i_k, **factory)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(H, H, **factory)))
+            if self.bias:
+                self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(H, **factory)))
+                self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(H, **factory)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.RNN's initialisation: every parameter ``U(-1/sqrt(H), 1/sqrt(H))``."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for w in self.parameters():
+            nn.init.uniform_(w, -stdv, stdv)
+
+    def flatten_parameters(self) -> None:
+        """No-op (nn.RNN compacts cuDNN weights here; fastrnn needs no flat buffer)."""
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Per layer ``[weight_ih, weight_hh(, bias_ih, bias_hh)]``, as nn.RNN."""
+        names = ["weight_ih_l{}", "weight_hh_l{}"] + (["bias_ih_l{}", "bias_hh_l{}"]
+                                                      if self.bias else [])
+        return [[getattr(self, n.format(k)) for n in names] for k in range(self.num_layers)]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.backend is not None:
+            s += f", backend={self.backend!r}"
+        return s
+
+    def _layer_bias(self, k: int, like: torch.Tensor) -> torch.Tensor:
+        if not self.bias:
+            return like.new_zeros(self.hidden_size)
+        return getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")
+
+    def forward(self, input, hx: torch.Tensor | None = None):
+        """Run all layers over all steps.
+
+        Parameters
+        ----------
+        input : Tensor [T,B,I] ([B,T,I] if ``batch_first``), [T,I] (unbatched), or PackedSequence
+        hx : Tensor [L,B,H] ([L,H] when unbatched) or None (zeros)
+            For a PackedSequence, in the batch order of the original sequences, as nn.RNN.
+
+        Returns
+        -------
+        output : Tensor [T,B,H] ([B,T,H] if ``batch_first``; [T,H] unbatched), or a PackedSequence
+            with the input's ``batch_sizes`` and indices when the input was one
+        h_n : Tensor [L,B,H] ([L,H] unbatched): each layer's state after each sequence's last step
+        """
+        packed = isinstance(input, PackedSequence)
+        lengths = None
+        if packed:
+            x, lens = pad_packed_sequence(input, batch_first=False)  # original batch order
+            lengths, time_major, batched = lens.numpy(), True, True
+        else:
+            if not isinstance(input, torch.Tensor):
+                raise TypeError(f"input: expected a Tensor or PackedSequence, got "
+                                f"{check._describe(input)}")
+            if input.dim() not in (2, 3):
+                check.fail("input", "3 dimensions (or 2 when unbatched)",
+                           f"shape {tuple(input.shape)}")
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(1)
+            time_major = not (batched and self.batch_first)
+        w0 = self.weight_ih_l0
+        if x.shape[-1] != self.input_size:
+            check.fail("input", f"last dimension input_size = {self.input_size}",
+                       f"shape {tuple(x.shape)}")
+        if x.dtype != w0.dtype or x.device != w0.device:
+            raise TypeError(f"input: expected a {w0.dtype} tensor on {w0.device} (like the "
+                            f"parameters), got {x.dtype} on {x.device}")
+        B = x.shape[1] if time_major else x.shape[0]
+        L, H = self.num_layers, self.hidden_size
+        if hx is not None:
+            want = (L, B, H) if batched else (L, H)
+            if not isinstance(hx, torch.Tensor) or tuple(hx.shape) != want:
+                check.fail("hx", f"a Tensor of shape {'[L,B,H]' if batched else '[L,H]'} = "
+                           f"{want}", check._describe(hx))
+            if hx.dtype != w0.dtype or hx.device != w0.device:
+                raise TypeError(f"hx: expected a {w0.dtype} tensor on {w0.device}, got "
+                                f"{hx.dtype} on {hx.device}")
+            if not batched:
+                hx = hx.unsqueeze(1)
+        states = []
+        y = x
+        for k in range(L):
+            y, h = _RNNLayer.apply(y, None if hx is None else hx[k],
+                                   getattr(self, f"weight_ih_l{k}"),
+                                   getattr(self, f"weight_hh_l{k}"), self._layer_bias(k, x),
+                                   lengths, time_major, self.backend)
+            states.append(h)
+        h_n = torch.stack(states)
+        if packed:
+            return _repack(y, input), h_n
+        if not batched:
+            return y.squeeze(1), h_n.squeeze(1)
+        return y, h_n
+
+
+def _repack(y: torch.Tensor, like: PackedSequence) -> PackedSequence:
+    """Padded ``y [T,B,H]`` (original batch order) -> a PackedSequence laid out like ``like``.
+
+    Packed row r at step t is sequence ``sorted_indices[i]`` for ``i < batch_sizes[t]``.
+    """
+    sizes = like.batch_sizes  # CPU int64 [T]
+    T = len(sizes)
+    t_idx = torch.repeat_interleave(torch.arange(T), sizes)
+    starts = torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+    i_idx = torch.arange(len(t_idx)) - starts
+    order = like.sorted_indices
+    b_idx = i_idx if order is None else order.cpu()[i_idx]
+    data = y[t_idx.to(y.device), b_idx.to(y.device)]
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)

@@ -1,0 +1,516 @@
+"""Numba kernels for one tanh RNN layer on the CPU: forward over all T steps, and its BPTT.
+
+What they compute (the math of ``fastrnn/reference.py``, same positional signature):
+
+    z_t = W_ih x_t + W_hh h_{t-1} + b,  h_t = tanh(z_t)   for t < lengths[b];
+          past a length h_t = h_{t-1} and y_t = 0
+    dz_t = (dy_t + dh_t) * (1 - y_t*y_t)   (tanh' from the saved output; 0 past a length)
+    dx_t = dz_t W_ih,  dh_{t-1} = dz_t W_hh,  db = sum dz_t,
+    dW_ih = sum dz_t^T x_t,  dW_hh = sum dz_t^T h_{t-1}
+
+Arguments of the public wrappers ``rnn_forward``/``rnn_backward`` (float32 or float64 throughout):
+    x [B,T,I] or, with ``time_major``, [T,B,I]; any strides (read in place, never copied)
+    h0, dh_n [B,H]    w_ih [H,I]    w_hh [H,H]    b [H]    lengths [B] int, 0 <= lengths <= T
+    y, dy [B,T,H] or [T,B,H] (layout of x)   returns dx like x, dh0 [B,H], dw_ih, dw_hh, db.
+    Outputs may be preallocated (``y=``, ``h_n=``, ``out=``); they must not alias any input.
+
+The njit kernels take every sequence array as a time-major *view* ``[T,B,*]`` (the wrappers pass
+``x.swapaxes(0, 1)`` for batch-major data; Numba indexes it through its strides) and the weights
+pre-transposed and zero-padded to ``HP = ceil(H/32)*32`` columns (``pad_forward``,
+``pad_backward``).
+
+Register blocking (Zen1: 16 ymm registers, FMA latency 5, 2 FMA pipes): the accumulator of one
+row is 32 lanes held as four 8-tuples in registers, which LLVM's SLP vectoriser turns into 4 ymm
+FMAs per loaded weight row; two batch rows share each weight row (8 independent FMA chains,
+4 weight + 2 broadcast loads per 8 FMAs). Four rows ran out of registers; one row is
+latency-bound. Napkin math, showcase forward: 128*28*(28+31)*32*2 = 13.5 MFLOP per layer.
+
+Parallel launch: ``prange`` over chunks of ``CHUNK`` = 8 batch rows; each chunk runs its rows
+through all T steps (forward) or back (BPTT), then computes *its own* partial weight gradients
+over its rows and all steps into ``part_*[chunk]``; a second ``prange`` over output rows then sums
+the chunks in chunk order. No shared element is written by two iterations, and the chunking
+depends on B only, so results are bitwise identical run to run and for any thread count.
+
+tanh: float32 uses a rational x*P(x^2)/Q(x^2) of degree 13/6 fitted (minimax on [0, 9]) for this
+file, input clamped to +-9 and output to +-1; max abs error 3.0e-7 over all float32
+(``TANH_F32_MAX_ERR``), exactly odd, +-inf -> +-1, NaN -> NaN. float64 uses ``math.tanh`` (the
+gradient checks need float64 to match the reference to ~1e-15).
+
+Check: ``pytest tests/test_kernels_cpu.py`` (also with ``NUMBA_BOUNDSCHECK=1``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from ._numba_env import JIT_OPTIONS
+
+#: lanes per accumulator block; hidden and input widths are padded to a multiple of it
+BLOCK = 32
+#: batch rows per parallel chunk (fixed, so reductions do not depend on the thread count)
+CHUNK = 8
+
+# tanh_f32(x) = x * P(x^2) / Q(x^2) on |x| <= 9 (x clamped there: float32 tanh(9) rounds to 1).
+_CLAMP = np.float32(9.0)
+_P = tuple(np.float32(c) for c in (
+    9.9999997544888397e-01, 1.3067731829378573e-01, 3.0860611976134857e-03,
+    1.0975587392690625e-05, -1.9551916239374851e-08, 4.9816033358939788e-11,
+    -7.7965666456488807e-14))
+_Q = tuple(np.float32(c) for c in (
+    1.0, 4.6401050490932749e-01, 2.4423109169354380e-02, 2.5205792686993836e-04))
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = _P
+_P1_ONE, _M1 = np.float32(1), np.float32(-1)
+_Q0, _Q1, _Q2, _Q3 = _Q
+#: max |tanh_f32(x) - tanh(x)| over every float32 x, measured (tests/test_kernels_cpu.py re-checks)
+TANH_F32_MAX_ERR = 3.1e-7
+
+
+def padded(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`BLOCK`."""
+    return -(-n // BLOCK) * BLOCK
+
+
+def num_chunks(batch: int) -> int:
+    """Number of parallel chunks (and rows of the ``part_*`` workspaces) for ``batch`` rows."""
+    return -(-batch // CHUNK)
+
+
+# ---------------------------------------------------------------------------------------------
+# scalar tanh, chosen by dtype at compile time
+
+def _tanh(x):  # pragma: no cover - typed through the overload below
+    raise NotImplementedError
+
+
+def _tanh_f32(x):
+    x = np.minimum(np.maximum(x, -_CLAMP), _CLAMP)  # branch-free (SLP) and NaN-propagating
+    u = x * x
+    p = (((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0
+    q = ((_Q3 * u + _Q2) * u + _Q1) * u + _Q0
+    return np.minimum(np.maximum(x * p / q, _M1), _P1_ONE)  # keep |tanh| <= 1 at the clamp
+
+
+def _tanh_f64(x):
+    return math.tanh(x)
+
+
+@overload(_tanh, inline="always")
+def _tanh_overload(x):
+    """float32: the rational ``_tanh_f32`` (inlined, so SLP vectorises it); float64: libm."""
+    return _tanh_f32 if x == types.float32 else _tanh_f64
+
+
+# ---------------------------------------------------------------------------------------------
+# 32-lane register blocks: four 8-tuples, vectorised by SLP
+
+# Every 8-lane access goes through a slice ``w[o:o + 8]`` indexed by constants: Numba then emits
+# no negative-index wraparound per lane, and SLP sees 8 consecutive addresses.
+
+@njit(inline="always")
+def _fma8(a, s, w, o):
+    v = w[o:o + 8]
+    return (a[0] + s * v[0], a[1] + s * v[1], a[2] + s * v[2], a[3] + s * v[3],
+            a[4] + s * v[4], a[5] + s * v[5], a[6] + s * v[6], a[7] + s * v[7])
+
+
+@njit(inline="always")
+def _fma32(a, s, w, o):
+    """``a + s * w[o:o+32]``."""
+    return (_fma8(a[0], s, w, o), _fma8(a[1], s, w, o + 8),
+            _fma8(a[2], s, w, o + 16), _fma8(a[3], s, w, o + 24))
+
+
+@njit(inline="always")
+def _load8(w, o):
+    v = w[o:o + 8]
+    return (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+
+
+@njit(inline="always")
+def _load32(w, o):
+    return (_load8(w, o), _load8(w, o + 8), _load8(w, o + 16), _load8(w, o + 24))
+
+
+@njit(inline="always")
+def _zero32(w):
+    z = w.dtype.type(0)
+    a = (z, z, z, z, z, z, z, z)
+    return (a, a, a, a)
+
+
+@njit(inline="always")
+def _tanh8(a):
+    return (_tanh(a[0]), _tanh(a[1]), _tanh(a[2]), _tanh(a[3]),
+            _tanh(a[4]), _tanh(a[5]), _tanh(a[6]), _tanh(a[7]))
+
+
+@njit(inline="always")
+def _tanh32(a):
+    return (_tanh8(a[0]), _tanh8(a[1]), _tanh8(a[2]), _tanh8(a[3]))
+
+
+@njit(inline="always")
+def _store8(out, o, a):
+    v = out[o:o + 8]
+    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+
+
+@njit(inline="always")
+def _store32(out, o, a):
+    """``out[o:o+32] = a`` (all loads of a block happen before its stores)."""
+    _store8(out, o, a[0])
+    _store8(out, o + 8, a[1])
+    _store8(out, o + 16, a[2])
+    _store8(out, o + 24, a[3])
+
+
+@njit(inline="always")
+def _add8(a, w, o):
+    v = w[o:o + 8]
+    return (a[0] + v[0], a[1] + v[1], a[2] + v[2], a[3] + v[3],
+            a[4] + v[4], a[5] + v[5], a[6] + v[6], a[7] + v[7])
+
+
+@njit(inline="always")
+def _add32(a, w, o):
+    return (_add8(a[0], w, o), _add8(a[1], w, o + 8), _add8(a[2], w, o + 16),
+            _add8(a[3], w, o + 24))
+
+@njit(inline="always")
+def num_chunks_k(batch):
+    return (batch + CHUNK - 1) // CHUNK
+
+
+@njit(inline="always")
+def _vecmat_pair(a, b0, b1, m, K, out):
+    """``out[b, :] = a[b, :K] @ m[:K, :]`` for rows b0, b1; ``m [>=K, NP]``, NP a multiple of 32."""
+    for n0 in range(0, m.shape[1], BLOCK):
+        acc0 = _zero32(m)
+        acc1 = acc0
+        for k in range(K):
+            w = m[k]
+            acc0 = _fma32(acc0, a[b0, k], w, n0)
+            acc1 = _fma32(acc1, a[b1, k], w, n0)
+        _store32(out[b0], n0, acc0)
+        _store32(out[b1], n0, acc1)
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+
+@njit(parallel=True, **JIT_OPTIONS)
+def forward_kernel(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf):
+    """One layer forward, time-major views.
+
+    x [T,B,I] (any strides)   h0 [B,H]   wih_t [>=I,HP] = W_ih^T zero-padded   whh_t [>=H,HP]
+    bias [HP] (zero-padded)   lengths [B]   y [T,B,H] out (any strides)   h_n [B,H] out
+    hbuf [2,B,HP] workspace (state, double-buffered). Outputs must not alias inputs.
+    """
+    B = x.shape[1]
+    for c in prange(num_chunks_k(B)):
+        _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf,
+                       c * CHUNK, min(B, c * CHUNK + CHUNK))
+
+
+@njit(**JIT_OPTIONS)
+def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
+    """Rows ``lo:hi`` of :func:`forward_kernel`, all steps (one thread)."""
+    T, _, I = x.shape
+    H = h_n.shape[1]
+    HP = bias.shape[0]
+    for b in range(lo, hi):
+        for j in range(H):
+            hbuf[0, b, j] = h0[b, j]
+        for j in range(H, HP):
+            hbuf[0, b, j] = 0
+    for t in range(T):
+        cur = hbuf[t & 1]
+        nxt = hbuf[(t + 1) & 1]
+        xt = x[t]
+        for b0 in range(lo, hi, 2):
+            b1 = min(b0 + 1, hi - 1)  # an odd last row is paired with itself
+            if t < lengths[b0] or t < lengths[b1]:
+                for j0 in range(0, HP, BLOCK):
+                    acc0 = _load32(bias, j0)
+                    acc1 = acc0
+                    for k in range(I):  # input projection fused: its FMAs fill latency gaps
+                        w = wih_t[k]
+                        acc0 = _fma32(acc0, xt[b0, k], w, j0)
+                        acc1 = _fma32(acc1, xt[b1, k], w, j0)
+                    for k in range(H):
+                        w = whh_t[k]
+                        acc0 = _fma32(acc0, cur[b0, k], w, j0)
+                        acc1 = _fma32(acc1, cur[b1, k], w, j0)
+                    _store32(nxt[b0], j0, _tanh32(acc0))
+                    _store32(nxt[b1], j0, _tanh32(acc1))
+            for b in range(b0, b1 + 1):
+                if t < lengths[b]:
+                    for j in range(H):
+                        y[t, b, j] = nxt[b, j]
+                else:  # past the length: state carried, output zero
+                    for j in range(HP):
+                        nxt[b, j] = cur[b, j]
+                    for j in range(H):
+                        y[t, b, j] = 0
+    last = hbuf[T & 1]
+    for b in range(lo, hi):
+        for j in range(H):
+            h_n[b, j] = last[b, j]
+
+
+# ---------------------------------------------------------------------------------------------
+# backward
+
+@njit(parallel=True, **JIT_OPTIONS)
+def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, dw_hh, db,
+                    dhbuf, dz, row, part_ih, part_hh, part_b, has_dy, need_dx):
+    """BPTT of one layer, time-major views.
+
+    dy [T,B,H] (read only if ``has_dy``)   dh_n [B,H]   x [T,B,I]   h0 [B,H]
+    wih_p [H,IP] = W_ih zero-padded to IP = padded(I) columns   whh_p [H,HP] = W_hh padded
+    y [T,B,H] forward output   lengths [B]
+    dx [T,B,I] out (written only if ``need_dx``)   dh0 [B,H], dw_ih [H,I], dw_hh [H,H], db [H] out
+    workspaces: dhbuf [2,B,HP], dz [T,B,HP] (columns >= H must be zero), row [B,IP],
+    part_ih [NC,I,HP], part_hh [NC,H,HP], part_b [NC,HP] with NC = num_chunks(B).
+    Outputs must not alias inputs or each other.
+    """
+    T, B, I = x.shape
+    H = dh0.shape[1]
+    for c in prange(num_chunks_k(B)):
+        lo = c * CHUNK
+        hi = min(B, lo + CHUNK)
+        _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, row, has_dy,
+                        need_dx, lo, hi)
+        _weight_grads_chunk(x, h0, y, dz, part_ih[c], part_hh[c], part_b[c], lo, hi)
+    # fixed-order reduction over chunks; each output row has one owner
+    nc = num_chunks_k(B)
+    for j in prange(H):
+        for i in range(I):
+            s = part_ih[0, i, j]
+            for c in range(1, nc):
+                s += part_ih[c, i, j]
+            dw_ih[j, i] = s
+        for k in range(H):
+            s = part_hh[0, k, j]
+            for c in range(1, nc):
+                s += part_hh[c, k, j]
+            dw_hh[j, k] = s
+        s = part_b[0, j]
+        for c in range(1, nc):
+            s += part_b[c, j]
+        db[j] = s
+
+
+@njit(**JIT_OPTIONS)
+def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, row, has_dy,
+                    need_dx, lo, hi):
+    """Rows ``lo:hi`` of the BPTT recurrence: ``dz``, ``dx``, ``dh0`` (one thread)."""
+    T, _, I = dx.shape
+    H = dh0.shape[1]
+    HP = whh_p.shape[1]
+    for b in range(lo, hi):
+        for j in range(H):
+            dhbuf[T & 1, b, j] = dh_n[b, j]
+        for j in range(H, HP):
+            dhbuf[T & 1, b, j] = 0
+    for t in range(T - 1, -1, -1):
+        cur = dhbuf[(t + 1) & 1]  # dL/dh_t
+        nxt = dhbuf[t & 1]        # dL/dh_{t-1}
+        dzt = dz[t]
+        for b in range(lo, hi):
+            if t < lengths[b]:
+                for j in range(H):
+                    g = cur[b, j] + dy[t, b, j] if has_dy else cur[b, j]
+                    yy = y[t, b, j]
+                    dzt[b, j] = g * (1 - yy * yy)
+            else:
+                for j in range(H):
+                    dzt[b, j] = 0
+        for b0 in range(lo, hi, 2):
+            b1 = min(b0 + 1, hi - 1)
+            if t < lengths[b0] or t < lengths[b1]:
+                _vecmat_pair(dzt, b0, b1, whh_p, H, nxt)
+                if need_dx:
+                    _vecmat_pair(dzt, b0, b1, wih_p, H, row)
+            for b in range(b0, b1 + 1):
+                alive = t < lengths[b]
+                if not alive:
+                    for j in range(HP):
+                        nxt[b, j] = cur[b, j]
+                if need_dx:
+                    for i in range(I):
+                        dx[t, b, i] = row[b, i] if alive else 0
+    for b in range(lo, hi):
+        for j in range(H):
+            dh0[b, j] = dhbuf[0, b, j]
+
+
+@njit(**JIT_OPTIONS)
+def _weight_grads_chunk(x, h0, y, dz, pih, phh, pb, lo, hi):
+    """This chunk's weight gradients, transposed: ``pih[i, :] = sum_{t,b} x[t,b,i] dz[t,b,:]``,
+    ``phh[k, :]`` likewise with the previous state, ``pb = sum dz`` (rows ``lo:hi``)."""
+    T, _, I = x.shape
+    H = h0.shape[1]
+    HP = dz.shape[2]
+    for j0 in range(0, HP, BLOCK):
+        acc0 = _zero32(dz)
+        for t in range(T):
+            for b in range(lo, hi):
+                acc0 = _add32(acc0, dz[t, b], j0)
+        _store32(pb, j0, acc0)
+        for i0 in range(0, I, 2):
+            i1 = min(i0 + 1, I - 1)
+            acc0 = _zero32(dz)
+            acc1 = acc0
+            for t in range(T):
+                xt = x[t]
+                dzt = dz[t]
+                for b in range(lo, hi):
+                    d = dzt[b]
+                    acc0 = _fma32(acc0, xt[b, i0], d, j0)
+                    acc1 = _fma32(acc1, xt[b, i1], d, j0)
+            _store32(pih[i0], j0, acc0)
+            _store32(pih[i1], j0, acc1)
+        for k0 in range(0, H, 2):
+            k1 = min(k0 + 1, H - 1)
+            acc0 = _zero32(dz)
+            acc1 = acc0
+            for b in range(lo, hi):  # t = 0: the previous state is h0
+                d = dz[0, b]
+                acc0 = _fma32(acc0, h0[b, k0], d, j0)
+                acc1 = _fma32(acc1, h0[b, k1], d, j0)
+            for t in range(1, T):  # a running sequence's state at t-1 is its output
+                yp = y[t - 1]
+                dzt = dz[t]
+                for b in range(lo, hi):
+                    d = dzt[b]
+                    acc0 = _fma32(acc0, yp[b, k0], d, j0)
+                    acc1 = _fma32(acc1, yp[b, k1], d, j0)
+            _store32(phh[k0], j0, acc0)
+            _store32(phh[k1], j0, acc1)
+
+
+@njit(**JIT_OPTIONS)
+def tanh_kernel(x, out):
+    """``out[i] = tanh(x[i])`` with the kernels' own tanh (rational for float32); x, out [N]."""
+    for i in range(x.shape[0]):
+        out[i] = _tanh(x[i])
+
+
+# ---------------------------------------------------------------------------------------------
+# Python wrappers: the reference's signature, plus optional preallocated outputs
+
+
+def pad_forward(w_ih: np.ndarray, w_hh: np.ndarray, b: np.ndarray):
+    """``(W_ih^T [I,HP], W_hh^T [H,HP], b [HP])`` zero-padded to ``HP = padded(H)`` columns."""
+    H, I = w_ih.shape
+    HP = padded(H)
+    wih_t = np.zeros((I, HP), w_ih.dtype)
+    whh_t = np.zeros((H, HP), w_ih.dtype)
+    bias = np.zeros(HP, w_ih.dtype)
+    wih_t[:, :H] = w_ih.T
+    whh_t[:, :H] = w_hh.T
+    bias[:H] = b
+    return wih_t, whh_t, bias
+
+
+def pad_backward(w_ih: np.ndarray, w_hh: np.ndarray):
+    """``(W_ih [H,padded(I)], W_hh [H,padded(H)])`` zero-padded on the column side."""
+    H, I = w_ih.shape
+    wih_p = np.zeros((H, padded(I)), w_ih.dtype)
+    whh_p = np.zeros((H, padded(H)), w_ih.dtype)
+    wih_p[:, :I] = w_ih
+    whh_p[:, :H] = w_hh
+    return wih_p, whh_p
+
+
+def _tm(a: np.ndarray, time_major: bool) -> np.ndarray:
+    return a if time_major else a.swapaxes(0, 1)
+
+
+def _full_lengths(lengths, B: int, T: int) -> np.ndarray:
+    if lengths is None:
+        return np.full(B, T, np.int32)
+    return np.asarray(lengths)
+
+
+def rnn_forward(x: np.ndarray, h0: np.ndarray | None, w_ih: np.ndarray, w_hh: np.ndarray,
+                b: np.ndarray, lengths: np.ndarray | None = None, time_major: bool = False,
+                y: np.ndarray | None = None, h_n: np.ndarray | None = None):
+    """One tanh RNN layer over all steps; see :func:`fastrnn.reference.rnn_forward`.
+
+    Parameters
+    ----------
+    x : [B,T,I] (or [T,B,I] if ``time_major``), float32 or float64, any strides.
+    h0 : [B,H] or None (zeros).  w_ih : [H,I].  w_hh : [H,H].  b : [H].
+    lengths : [B] int or None (all T).
+    y, h_n : optional preallocated outputs, [B,T,H] (layout of x) and [B,H].
+
+    Returns
+    -------
+    y : [B,T,H] (layout of x), h_n : [B,H]
+    """
+    xs = _tm(x, time_major)
+    T, B, _ = xs.shape
+    H = w_hh.shape[0]
+    dt = x.dtype
+    if h0 is None:
+        h0 = np.zeros((B, H), dt)
+    if y is None:
+        y = np.empty((T, B, H) if time_major else (B, T, H), dt)
+    if h_n is None:
+        h_n = np.empty((B, H), dt)
+    wih_t, whh_t, bias = pad_forward(w_ih, w_hh, b)
+    hbuf = np.empty((2, B, padded(H)), dt)
+    forward_kernel(xs, h0, wih_t, whh_t, bias, _full_lengths(lengths, B, T), _tm(y, time_major),
+                   h_n, hbuf)
+    return y, h_n
+
+
+def rnn_backward(dy: np.ndarray | None, dh_n: np.ndarray | None, x: np.ndarray,
+                 h0: np.ndarray | None, w_ih: np.ndarray, w_hh: np.ndarray, y: np.ndarray,
+                 lengths: np.ndarray | None = None, time_major: bool = False, out=None):
+    """BPTT of :func:`rnn_forward`; see :func:`fastrnn.reference.rnn_backward`.
+
+    Parameters
+    ----------
+    dy : [B,T,H] (layout of x) or None.  dh_n : [B,H] or None.  x, h0, w_ih, w_hh, lengths,
+    time_major : as in :func:`rnn_forward`.  y : the forward output.
+    out : optional preallocated ``(dx, dh0, dw_ih, dw_hh, db)``.
+
+    Returns
+    -------
+    dx (layout of x), dh0 [B,H], dw_ih [H,I], dw_hh [H,H], db [H]
+    """
+    xs = _tm(x, time_major)
+    T, B, I = xs.shape
+    H = w_hh.shape[0]
+    dt = x.dtype
+    if h0 is None:
+        h0 = np.zeros((B, H), dt)
+    if dh_n is None:
+        dh_n = np.zeros((B, H), dt)
+    if out is None:
+        out = (np.empty_like(x), np.empty((B, H), dt), np.empty((H, I), dt),
+               np.empty((H, H), dt), np.empty(H, dt))
+    dx, dh0, dw_ih, dw_hh, db = out
+    ys = _tm(y, time_major)
+    wih_p, whh_p = pad_backward(w_ih, w_hh)
+    HP, nc = padded(H), num_chunks(B)
+    backward_kernel(ys if dy is None else _tm(dy, time_major), dh_n, xs, h0, wih_p, whh_p, ys,
+                    _full_lengths(lengths, B, T), _tm(dx, time_major), dh0, dw_ih, dw_hh, db,
+                    np.empty((2, B, HP), dt), np.zeros((T, B, HP), dt),
+                    np.empty((B, padded(I)), dt), np.empty((nc, I, HP), dt),
+                    np.empty((nc, H, HP), dt), np.empty((nc, HP), dt), dy is not None, True)
+    return dx, dh0, dw_ih, dw_hh, db
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """The kernels' tanh on a 1-D array (rational for float32, ``math.tanh`` for float64)."""
+    out = np.empty_like(x)
+    tanh_kernel(x, out)
+    return out

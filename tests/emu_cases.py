@@ -1,0 +1,196 @@
+"""Cases for tests/test_cuda_emu.py: each runs real or planted CUDA kernels on the CPU emulator
+and raises AssertionError when an output is off. Plain functions with JSON-able arguments, so
+the same case also runs in a sanitizer subprocess (``harness.run_isolated``).
+
+Every kernel gets its launch shape from :mod:`fastrnn.kernels.cuda_launch` (as the CuPy
+launcher does), its float32 inputs rounded from float64 problems, and each output is compared by
+name with :mod:`fastrnn.reference` in float64. Outputs start as NaN so an element the kernel
+forgets to write fails the comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from fastrnn.kernels import cuda_launch as L
+
+from fastrnn import reference as ref
+from tests.cuda_emu.harness import load
+from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
+
+KERNELS = Path(L.__file__).resolve().parent
+PLANTED = Path(__file__).resolve().parent / "cuda_emu" / "planted"
+i32 = np.int32
+
+
+def f32(a):
+    return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
+
+
+def nans(shape) -> np.ndarray:
+    return np.full(shape, np.nan, dtype=np.float32)
+
+
+def layer_problem(B, T, I, H, time_major, lengths, seed=0):
+    """float64 inputs of one layer, scaled so tanh is neither saturated nor linear.
+    ``lengths``: "none" (NULL lengths, and NULL h0) or "mixed" (random, the first 0, the
+    last T)."""
+    rng = np.random.default_rng(seed + 1000 * H + 10 * B + T)
+    x = rng.standard_normal((T, B, I) if time_major else (B, T, I))
+    w_ih = rng.uniform(-1, 1, (H, I)) / np.sqrt(I)
+    w_hh = rng.uniform(-1, 1, (H, H)) / np.sqrt(H)
+    b = rng.standard_normal(H) * 0.1
+    h0 = lens = None
+    if lengths == "mixed":
+        h0 = rng.standard_normal((B, H)) * 0.5
+        lens = rng.integers(0, T + 1, B).astype(np.int32)
+        lens[0], lens[-1] = 0, T
+    return rng, x, h0, w_ih, w_hh, b, lens
+
+
+def _block_plan(B, H, per_block, w_in_smem):
+    spb, smem = L.block_plan(B, H)
+    return per_block or spb, smem if w_in_smem is None else w_in_smem
+
+
+def check_forward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=None,
+                  order="forward", seed=0):
+    """``rnn_fwd_warp`` (H <= 32; input projection fused when I <= 32, else given as W_ih x) or
+    ``rnn_fwd_block`` (H > 32), against ``reference.rnn_forward``. ``per_block``: warps per
+    block, or sequences per block (default: the launcher's choice)."""
+    _, x, h0, w_ih, w_hh, b, lens = layer_problem(B, T, I, H, time_major, lengths)
+    y_r, hn_r = ref.rnn_forward(x, h0, w_ih, w_hh, b, lens, time_major)
+    mod = load(KERNELS / "rnn_forward.cu")
+    sx, sy = L.seq_strides(B, T, I, time_major), L.seq_strides(B, T, H, time_major)
+    y, h_n = nans(y_r.shape), nans((B, H))
+    xp = f32(f32(x).reshape(-1, I) @ f32(w_ih).T)  # W_ih x_t, in y's layout, as the launcher
+    if L.use_warp_path(H):
+        project = I <= L.WARP_MAX_I
+        xin, win, sxin = (f32(x), f32(w_ih), sx) if project else (xp, None, sy)
+        mod.launch("rnn_fwd_warp", *L.fwd_warp_launch(B, per_block), xin, win, f32(w_hh), f32(b),
+                   f32(h0), lens, y, h_n, i32(B), i32(T), i32(I), i32(H), i32(project),
+                   *map(i32, sxin), *map(i32, sy), order=order, seed=seed)
+    else:
+        spb, smem = _block_plan(B, H, per_block, w_in_smem)
+        mod.launch("rnn_fwd_block", *L.fwd_block_launch(B, H, spb, smem), xp, f32(w_hh.T), f32(b),
+                   f32(h0), lens, y, h_n, i32(B), i32(T), i32(H), *map(i32, sy), *map(i32, sy),
+                   i32(spb), i32(smem), order=order, seed=seed)
+    assert_close("y", y_r, y, KERNEL_F32_FORWARD)
+    assert_close("h_n", hn_r, h_n, KERNEL_F32_FORWARD)
+
+
+def check_backward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=None,
+                   alias=False, order="forward", seed=0):
+    """``rnn_bwd_warp`` (dx fused when I <= 32) or ``rnn_bwd_block``, then ``rnn_weight_grads``
+    on their ``dz`` (and ``dx = dz W_ih`` as the launcher's GEMM when not fused), against
+    ``reference.rnn_backward``. ``dy`` is NULL when ``lengths`` is "none"; ``alias`` passes one
+    array as both ``dy`` and ``dz``, as the launcher may."""
+    rng, x, h0, w_ih, w_hh, b, lens = layer_problem(B, T, I, H, time_major, lengths)
+    y = f32(ref.rnn_forward(x, h0, w_ih, w_hh, b, lens, time_major)[0])
+    dy = None if lengths == "none" else rng.standard_normal(y.shape)
+    dh_n = rng.standard_normal((B, H))
+    names = ("dx", "dh0", "dw_ih", "dw_hh", "db")
+    want = dict(zip(names, ref.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y.astype(np.float64),
+                                            lens, time_major)))
+    sx, sy = L.seq_strides(B, T, I, time_major), L.seq_strides(B, T, H, time_major)
+    dz = f32(dy).copy() if alias else nans(y.shape)
+    dy32 = dz if alias else f32(dy)
+    got = {"dx": nans(x.shape), "dh0": nans((B, H))}
+    mod = load(KERNELS / "rnn_backward.cu")
+    if L.use_warp_path(H):
+        fused = I <= L.WARP_MAX_I
+        mod.launch("rnn_bwd_warp", *L.bwd_warp_launch(B, per_block), dy32, f32(dh_n),
+                   f32(w_ih) if fused else None, f32(w_hh), y, lens, dz,
+                   got["dx"] if fused else None, got["dh0"], i32(B), i32(T), i32(I), i32(H),
+                   *map(i32, sy), *map(i32, sx), order=order, seed=seed)
+    else:
+        fused = False
+        spb, smem = _block_plan(B, H, per_block, w_in_smem)
+        mod.launch("rnn_bwd_block", *L.bwd_block_launch(B, H, spb, smem), dy32, f32(dh_n),
+                   f32(w_hh), y, lens, dz, got["dh0"], i32(B), i32(T), i32(H), *map(i32, sy),
+                   i32(spb), i32(smem), order=order, seed=seed)
+    if not fused:
+        got["dx"] = (dz.reshape(-1, H) @ f32(w_ih)).reshape(x.shape)
+    got.update(dw_ih=nans((H, I)), dw_hh=nans((H, H)), db=nans(H))
+    mod.launch("rnn_weight_grads", *L.wgrad_launch(I, H), dz, f32(x), y, f32(h0), got["dw_ih"],
+               got["dw_hh"], got["db"], i32(B), i32(T), i32(I), i32(H), *map(i32, sx),
+               *map(i32, sy), order=order, seed=seed)
+    for name in names:
+        assert_close(name, want[name], got[name], KERNEL_F32_BACKWARD)
+
+
+def check_classifier(B, C, H, order="forward", seed=0):
+    """``dense_xent_rows`` then ``dense_grads_reduce`` against the reference's dense layer and
+    softmax cross-entropy; also the inference call (no labels: logits only)."""
+    rng = np.random.default_rng(B + C + H)
+    h = rng.standard_normal((B, H))
+    w = rng.standard_normal((C, H)) / np.sqrt(H)
+    bo = rng.standard_normal(C) * 0.1
+    labels = rng.integers(0, C, B)
+    logits_r = ref.dense_forward(h, w, bo)
+    loss_r, acc_r, dlog_r = ref.softmax_xent(logits_r, labels)
+    dh_r, dw_r, db_r = ref.dense_backward(dlog_r, h, w)
+    mod = load(KERNELS / "classifier.cu")
+    shape, run = L.rows_launch(B, C), {"order": order, "seed": seed}
+    sizes = i32(B), i32(C), i32(H)
+    logits = nans((B, C))
+    mod.launch("dense_xent_rows", *shape, f32(h), f32(w), f32(bo), None, logits, None, None,
+               None, None, *sizes, **run)
+    assert_close("logits (inference)", logits_r, logits, KERNEL_F32_FORWARD)
+    logits, dlog, dh = nans((B, C)), nans((B, C)), nans((B, H))
+    row_loss, row_correct, out2, dw, db = nans(B), nans(B), nans(2), nans((C, H)), nans(C)
+    mod.launch("dense_xent_rows", *shape, f32(h), f32(w), f32(bo), labels.astype(np.int64),
+               logits, row_loss, row_correct, dlog, dh, *sizes, **run)
+    mod.launch("dense_grads_reduce", *L.reduce_launch(C, H), dlog, f32(h), row_loss, row_correct,
+               dw, db, out2, *sizes, **run)
+    for name, want, got in [("logits", logits_r, logits), ("loss", loss_r, out2[0]),
+                            ("dlogits", dlog_r, dlog), ("dh", dh_r, dh), ("dw_out", dw_r, dw),
+                            ("db_out", db_r, db)]:
+        assert_close(name, want, got, KERNEL_F32_FORWARD)
+    assert out2[1] == round(acc_r * B), f"correct rows: {out2[1]}, reference {acc_r * B}"
+    out2 = nans(2)  # evaluation: loss and correct rows only, no gradients
+    mod.launch("dense_grads_reduce", *L.reduce_launch(C, H), None, f32(h), row_loss, row_correct,
+               None, None, out2, *sizes, **run)
+    assert_close("loss (no gradients)", loss_r, out2[0], KERNEL_F32_FORWARD)
+    assert out2[1] == round(acc_r * B)
+
+
+def check_adam(n, step, order="forward", seed=0):
+    """``adam_update`` against ``reference.adam_update`` (one update at 1-based ``step``)."""
+    rng = np.random.default_rng(n)
+    p, g = rng.standard_normal(n), rng.standard_normal(n) * 1e-2
+    m, v = rng.standard_normal(n) * 1e-3, rng.uniform(0, 1e-4, n)
+    got = {"param": f32(p), "m": f32(m), "v": f32(v)}
+    hyper = f32(L.adam_hyper(step, 1e-3, 0.9, 0.999, 1e-8))
+    load(KERNELS / "classifier.cu").launch(
+        "adam_update", *L.adam_launch(n), got["param"], f32(g), got["m"], got["v"], hyper, i32(n),
+        order=order, seed=seed)
+    ref.adam_update(p, g, m, v, step)
+    for name, want in [("param", p), ("m", m), ("v", v)]:
+        assert_close(name, want, got[name], KERNEL_F32_FORWARD)
+
+
+# ---- planted bugs: values are right under every order; only a sanitizer sees them ------------
+
+
+def planted_tile_reload(fixed, order="forward", seed=0):
+    """The missing trailing barrier of ``planted/tile_reload.cu`` (TSan's to find)."""
+    n, blocks, steps = 40, 2, 3
+    w = np.arange(blocks * n, dtype=np.float32)
+    out = nans(blocks * n)
+    load(PLANTED / "tile_reload.cu").launch(
+        "tile_reload_fixed" if fixed else "tile_reload_racy", blocks, n, 0, w, out, i32(steps),
+        order=order, seed=seed)
+    right = w.reshape(blocks, n)[:, (np.arange(n) + 1) % n]
+    np.testing.assert_array_equal(out, steps * right.ravel())
+
+
+def planted_pair_max(fixed, order="forward", seed=0):
+    """The one-past-the-end shared read of ``planted/pair_max.cu`` (ASan's to find)."""
+    n = 37
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    y = nans(n)
+    load(PLANTED / "pair_max.cu").launch("pair_max_fixed" if fixed else "pair_max_oob", 1, n,
+                                         4 * n, x, y, order=order, seed=seed)
+    np.testing.assert_array_equal(y, np.maximum(x, x[np.minimum(np.arange(n) + 1, n - 1)]))

@@ -1,0 +1,324 @@
+"""The TF1-style API (fastrnn.cells) against the reference: dynamic_rnn/static_rnn forward and the
+tape's backward, with lengths, time_major and initial_state; MultiRNNCell with separate and shared
+weights (shared gradients also against central finite differences); invalid arguments."""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+
+import numpy as np
+import pytest
+
+from fastrnn import reference as ref
+from fastrnn.cells import (
+    BasicRNNCell,
+    Gradients,
+    MultiRNNCell,
+    RNNTape,
+    dynamic_rnn,
+    keras_init,
+    static_rnn,
+)
+from fastrnn.params import ModelSpec, init_params, views
+from tests.tolerances import FINITE_DIFF, KERNEL_F64, assert_close
+
+HAVE_CPU = importlib.util.find_spec("fastrnn.backends.cpu") is not None
+
+BACKENDS = [
+    "reference",
+    pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CPU, reason="no CPU backend yet")),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+]
+
+
+def dev(a, backend):
+    """``a`` on the backend's device (CuPy for cuda)."""
+    if backend != "cuda" or a is None:
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def case(time_major, with_lengths, with_h0, B=3, T=5, I=4, Hs=(6,), seed=0):
+    """Random float64 inputs, lengths (incl. 0 and T), initial states, upstream gradients."""
+    rng = np.random.default_rng(seed)
+    x = rand(rng, *((T, B, I) if time_major else (B, T, I)))
+    lengths = np.array([T, 0, 2][:B] + [1] * max(0, B - 3)) if with_lengths else None
+    h0s = [rand(rng, B, H) for H in Hs] if with_h0 else None
+    dy = rand(rng, *((T, B, Hs[-1]) if time_major else (B, T, Hs[-1])))
+    dhs = [rand(rng, B, H) for H in Hs]
+    return x, lengths, h0s, dy, dhs
+
+
+def check_grads(name, g_ref, g, tol):
+    for n, a, b in zip(("w_ih", "w_hh", "b"), g_ref, (g["w_ih"], g["w_hh"], g["b"])):
+        assert_close(f"{name}.{n}", a, host(b), tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_dynamic_rnn_one_cell_matches_reference(backend, time_major, with_lengths, with_h0):
+    x, lengths, h0s, dy, dhs = case(time_major, with_lengths, with_h0)
+    cell = BasicRNNCell(6, seed=1, dtype="float64")
+    h0 = None if h0s is None else h0s[0]
+    out, state, tape = dynamic_rnn(cell, dev(x, backend), lengths, dev(h0, backend), time_major,
+                                   return_tape=True, backend=backend)
+    w_ih, w_hh, b = (host(a) for a in cell.get_weights())
+    y_ref, h_ref = ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+    assert_close("outputs", y_ref, host(out), KERNEL_F64)
+    assert_close("state", h_ref, host(state), KERNEL_F64)
+    g = tape.backward(dev(dy, backend), dev(dhs[0], backend))
+    dx, dh0, *dw = ref.rnn_backward(dy, dhs[0], x, h0, w_ih, w_hh, y_ref, lengths, time_major)
+    assert_close("d_inputs", dx, host(g.inputs), KERNEL_F64)
+    assert_close("d_initial_state", dh0, host(g.initial_state), KERNEL_F64)
+    check_grads("cell", dw, g.weights[cell], KERNEL_F64)
+    check_grads("cell.grads", dw, cell.grads, KERNEL_F64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("time_major", [False, True])
+def test_multi_rnn_cell_separate_weights_matches_stack_reference(backend, time_major):
+    Hs = (5, 3, 6)  # different sizes per layer, as TF allows
+    x, lengths, h0s, dy, dhs = case(time_major, True, True, Hs=Hs)
+    cells = [BasicRNNCell(H, seed=k, dtype="float64") for k, H in enumerate(Hs)]
+    multi = MultiRNNCell(cells)
+    h0s[1] = None  # None entries mean zeros
+    out, state, tape = dynamic_rnn(multi, dev(x, backend), lengths,
+                                   tuple(dev(h, backend) for h in h0s), time_major,
+                                   return_tape=True, backend=backend)
+    layers = [tuple(host(a) for a in c.get_weights()) for c in cells]
+    h0_ref = [np.zeros((x.shape[1 if time_major else 0], H)) if h is None else h
+              for h, H in zip(h0s, Hs)]
+    ys, hs = [], []
+    inp = x
+    for (w_ih, w_hh, b), h0 in zip(layers, h0_ref):  # stack_forward, with per-layer H
+        y, h = ref.rnn_forward(inp, h0, w_ih, w_hh, b, lengths, time_major)
+        ys.append(y)
+        hs.append(h)
+        inp = y
+    assert_close("outputs", ys[-1], host(out), KERNEL_F64)
+    assert isinstance(state, tuple) and len(state) == 3
+    for k in range(3):
+        assert_close(f"state[{k}]", hs[k], host(state[k]), KERNEL_F64)
+    g = tape.backward(dev(dy, backend), [dev(d, backend) for d in dhs])
+    d_out = dy
+    for k in reversed(range(3)):
+        w_ih, w_hh, _ = layers[k]
+        inp = x if k == 0 else ys[k - 1]
+        d_out, dh0, *dw = ref.rnn_backward(d_out, dhs[k], inp, h0_ref[k], w_ih, w_hh, ys[k],
+                                           lengths, time_major)
+        assert_close(f"d_initial_state[{k}]", dh0, host(g.initial_state[k]), KERNEL_F64)
+        check_grads(f"cells[{k}]", dw, g.weights[cells[k]], KERNEL_F64)
+    assert_close("d_inputs", d_out, host(g.inputs), KERNEL_F64)
+
+
+def test_multi_rnn_cell_shared_weights_match_stack_reference_summed():
+    x, lengths, h0s, dy, dhs = case(False, True, True, I=4, Hs=(4, 4, 4))
+    cell = BasicRNNCell(4, seed=3, dtype="float64")
+    out, state, tape = dynamic_rnn(MultiRNNCell([cell] * 3), x, lengths, tuple(h0s),
+                                   return_tape=True, backend="reference")
+    lay = cell.get_weights()
+    ys, h_n = ref.stack_forward(x, np.stack(h0s), [lay] * 3, lengths)
+    assert_close("outputs", ys[-1], out, KERNEL_F64)
+    assert_close("state", h_n, np.stack(state), KERNEL_F64)
+    g = tape.backward(dy, tuple(dhs))
+    dx, dh0, grads = ref.stack_backward(dy, np.stack(dhs), x, np.stack(h0s), [lay] * 3, ys,
+                                        lengths)
+    assert list(g.weights) == [cell]
+    check_grads("shared", [sum(gr[i] for gr in grads) for i in range(3)], g.weights[cell],
+                KERNEL_F64)
+    assert_close("d_inputs", dx, g.inputs, KERNEL_F64)
+    assert_close("d_initial_state", dh0, np.stack(g.initial_state), KERNEL_F64)
+
+
+@pytest.mark.parametrize("pattern", ["aaa", "abb", "aba"])
+def test_shared_weight_gradients_match_finite_differences(pattern):
+    """loss = <R, outputs> + sum_k <S_k, state_k>; every distinct cell's w_ih, w_hh, b."""
+    B, T, H = 2, 3, 3
+    rng = np.random.default_rng(7)
+    x = rand(rng, B, T, H)
+    lengths = np.array([3, 2])
+    objs = {c: BasicRNNCell(H, seed=i, dtype="float64") for i, c in enumerate("ab")}
+    multi = MultiRNNCell([objs[c] for c in pattern])
+    R, S = rand(rng, B, T, H), [rand(rng, B, H) for _ in pattern]
+
+    def loss():
+        out, state = dynamic_rnn(multi, x, lengths, backend="reference")
+        return np.sum(R * out) + sum(np.sum(s * h) for s, h in zip(S, state))
+
+    _, _, tape = dynamic_rnn(multi, x, lengths, return_tape=True, backend="reference")
+    g = tape.backward(R, S)
+    assert len(g.weights) == len(set(pattern))
+    eps = 1e-6
+    for cell, grads in g.weights.items():
+        for name in ("w_ih", "w_hh", "b"):
+            w = getattr(cell, name)
+            fd = np.zeros_like(w)
+            for i in np.ndindex(w.shape):
+                old = w[i]
+                w[i] = old + eps
+                up = loss()
+                w[i] = old - eps
+                down = loss()
+                w[i] = old
+                fd[i] = (up - down) / (2 * eps)
+            assert_close(f"{pattern}:{name}", fd, grads[name], FINITE_DIFF)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_static_rnn_matches_dynamic_rnn_time_major(with_lengths):
+    x, lengths, h0s, dy, dhs = case(True, with_lengths, True, Hs=(6, 6))
+    multi = MultiRNNCell([BasicRNNCell(6, seed=0, dtype="float64"),
+                          BasicRNNCell(6, seed=1, dtype="float64")])
+    out_d, state_d, tape_d = dynamic_rnn(multi, x, lengths, tuple(h0s), time_major=True,
+                                         return_tape=True, backend="reference")
+    out_s, state_s, tape_s = static_rnn(multi, list(x), tuple(h0s), lengths, return_tape=True,
+                                        backend="reference")
+    assert isinstance(out_s, list) and len(out_s) == x.shape[0]
+    np.testing.assert_array_equal(np.stack(out_s), out_d)
+    for a, b in zip(state_s, state_d):
+        np.testing.assert_array_equal(a, b)
+    g_d, g_s = tape_d.backward(dy, dhs), tape_s.backward(list(dy), dhs)
+    assert isinstance(g_s.inputs, list) and len(g_s.inputs) == x.shape[0]
+    np.testing.assert_array_equal(np.stack(g_s.inputs), g_d.inputs)
+    for c in multi.cells:
+        for n in ("w_ih", "w_hh", "b"):
+            np.testing.assert_array_equal(g_s.weights[c][n], g_d.weights[c][n])
+    out_n, _ = static_rnn(multi, list(x), sequence_length=lengths, backend="reference")
+    assert len(out_n) == len(out_s)
+
+
+def test_grads_accumulate_over_calls_and_zero_grad_resets():
+    x, _, _, dy, dhs = case(False, False, False)
+    cell = BasicRNNCell(6, seed=0, dtype="float64")
+    _, _, tape = dynamic_rnn(cell, x, return_tape=True, backend="reference")
+    g1 = tape.backward(dy, None)
+    assert isinstance(tape, RNNTape) and isinstance(g1, Gradients)
+    np.testing.assert_array_equal(cell.grads["w_hh"], g1.weights[cell]["w_hh"])
+    tape.backward(dy, None)
+    np.testing.assert_allclose(cell.grads["w_hh"], 2 * g1.weights[cell]["w_hh"], rtol=1e-15)
+    cell.zero_grad()
+    assert cell.grads == {}
+    g0 = tape.backward()  # no upstream gradient at all: zeros
+    assert not np.any(g0.weights[cell]["w_ih"]) and not np.any(g0.inputs)
+
+
+def test_one_step_call_and_zero_state():
+    rng = np.random.default_rng(0)
+    cell = BasicRNNCell(5, seed=0, dtype="float64")
+    x, h = rand(rng, 3, 4), rand(rng, 3, 5)
+    out, new = cell(x, h, backend="reference")
+    y_ref, _ = dynamic_rnn(cell, x[:, None], initial_state=h, backend="reference")
+    np.testing.assert_array_equal(out, y_ref[:, 0])
+    np.testing.assert_array_equal(out, new)
+    assert cell.zero_state(3).shape == (3, 5) and cell.zero_state(3).dtype == np.float64
+    multi = MultiRNNCell([cell, BasicRNNCell(2, dtype="float64")])
+    assert [z.shape for z in multi.zero_state(3)] == [(3, 5), (3, 2)]
+    assert multi.state_size == (5, 2) and multi.output_size == 2
+
+
+def test_init_is_params_init_for_one_layer():
+    cell = BasicRNNCell(7, seed=5)
+    cell.build(3)
+    spec = ModelSpec(3, 7, 1, 1)
+    v = views(init_params(spec, 5), spec)
+    np.testing.assert_array_equal(cell.w_ih, v["w_ih_l0"])
+    np.testing.assert_array_equal(cell.w_hh, v["w_hh_l0"])
+    assert cell.w_ih.dtype == np.float32 and not np.any(cell.b)
+    w_hh = keras_init(3, 7, 5, "float64")[1]
+    np.testing.assert_allclose(w_hh @ w_hh.T, np.eye(7), atol=1e-12)
+
+
+def test_set_weights_copies_into_the_cell_dtype():
+    cell = BasicRNNCell(2)
+    w_ih, w_hh, b = np.ones((2, 3)), np.eye(2), np.zeros(2)
+    cell.set_weights(w_ih, w_hh, b)
+    assert cell.input_size == 3 and cell.w_hh.dtype == np.float32
+    w_ih[0, 0] = 5
+    assert cell.w_ih[0, 0] == 1
+
+
+@pytest.mark.skipif(not HAVE_CPU, reason="the docstring example runs on the default CPU backend")
+def test_module_docstring_example_runs():
+    import fastrnn.cells
+
+    assert doctest.testmod(fastrnn.cells).failed == 0
+
+
+def _x(B=2, T=3, I=4, dtype=np.float32):
+    return np.zeros((B, T, I), dtype)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: dynamic_rnn(MultiRNNCell([BasicRNNCell(5)] * 2), _x()), ValueError,
+     r"shared cell to see one input size.*layers 0 \(input size 4\) and 1 \(input size 5\)"),
+    (lambda: MultiRNNCell([BasicRNNCell(5), *[BasicRNNCell(3)] * 2]), ValueError,
+     "shared cell to see one input size"),
+    (lambda: dynamic_rnn(BasicRNNCell(4), _x(dtype=np.float64)), TypeError,
+     "inputs: expected dtype float32 .the cell's dtype., got float64"),
+    (lambda: dynamic_rnn(BasicRNNCell(4), np.zeros((2, 3), np.float32)), ValueError,
+     "inputs: expected 3 dimensions"),
+    (lambda: dynamic_rnn(BasicRNNCell(4), _x(T=0)), ValueError,
+     r"inputs: expected shape \[B,T,I\] with T >= 1"),
+    (lambda: dynamic_rnn("cell", _x()), TypeError, "cell: expected a BasicRNNCell"),
+    (lambda: dynamic_rnn(BasicRNNCell(4), _x(), sequence_length=[1, 4]), ValueError,
+     r"sequence_length: expected values in \[0, T\] = \[0, 3\]"),
+    (lambda: dynamic_rnn(BasicRNNCell(4), _x(), sequence_length=[1.0, 2.0]), TypeError,
+     "sequence_length: expected integers"),
+    (lambda: dynamic_rnn(BasicRNNCell(4), _x(), initial_state=np.zeros((2, 5), np.float32)),
+     ValueError, r"initial_state: expected shape \[B,H\] = \(2, 4\)"),
+    (lambda: dynamic_rnn(MultiRNNCell([BasicRNNCell(4)] * 2), _x(),
+                         initial_state=np.zeros((2, 4), np.float32)), ValueError,
+     "initial_state: expected a tuple of 2 arrays"),
+    (lambda: dynamic_rnn(BasicRNNCell(4), _x(), time_major=1), TypeError,
+     "time_major: expected a bool"),
+    (lambda: static_rnn(BasicRNNCell(4), []), TypeError, "inputs: expected a non-empty list"),
+    (lambda: static_rnn(BasicRNNCell(4), [np.zeros((2, 3), np.float32),
+                                          np.zeros((2, 4), np.float32)]), ValueError,
+     r"inputs\[1\]: expected shape \[B,N\] like inputs\[0\] = \(2, 3\)"),
+    (lambda: MultiRNNCell([]), TypeError, "cells: expected a non-empty list of BasicRNNCell"),
+    (lambda: MultiRNNCell(BasicRNNCell(2)), TypeError, "cells: expected a non-empty list"),
+    (lambda: MultiRNNCell([BasicRNNCell(2), "x"]), TypeError, r"cells\[1\]: expected a Basic"),
+    (lambda: MultiRNNCell([BasicRNNCell(2), BasicRNNCell(2, dtype="float64")]), ValueError,
+     "cells: expected cells of one dtype"),
+    (lambda: BasicRNNCell(0), ValueError, "num_units: expected a positive int"),
+    (lambda: BasicRNNCell(3, dtype="float16"), ValueError, "dtype: expected 'float32' or"),
+    (lambda: BasicRNNCell(3, seed=-1), ValueError, "seed: expected an int >= 0 or None"),
+    (lambda: BasicRNNCell(3).get_weights(), ValueError, "weights: expected a built cell"),
+    (lambda: BasicRNNCell(3).set_weights(np.zeros((2, 2)), np.zeros((3, 3)), np.zeros(3)),
+     ValueError, r"w_ih: expected shape \[H,I\] with H = num_units = 3"),
+])
+def test_invalid_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_a_built_cell_refuses_another_input_size():
+    cell = BasicRNNCell(4)
+    dynamic_rnn(cell, _x(I=3), backend="reference")
+    with pytest.raises(ValueError, match="inputs: expected input size 3 .this cell's weights"):
+        dynamic_rnn(cell, _x(I=5), backend="reference")
+
+
+def test_tape_backward_checks_d_state_and_d_outputs():
+    multi = MultiRNNCell([BasicRNNCell(4), BasicRNNCell(4)])
+    _, _, tape = dynamic_rnn(multi, _x(), return_tape=True, backend="reference")
+    with pytest.raises(ValueError, match="d_state: expected a tuple of 2 arrays"):
+        tape.backward(None, np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"dy: expected shape \[B,T,H\]"):
+        tape.backward(np.zeros((2, 3, 5), np.float32))
+    _, _, tape = static_rnn(BasicRNNCell(4), list(_x(T=3)), return_tape=True, backend="reference")
+    with pytest.raises(ValueError, match="d_outputs: expected a list of T = 2 arrays"):
+        tape.backward([np.zeros((3, 4), np.float32)])

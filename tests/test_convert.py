@@ -1,0 +1,156 @@
+"""Weight conversion: nn.RNN state dicts and TF1 BasicRNNCell variables to and from fastrnn layers,
+checked by round trips and by running the converted weights through each framework's math."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+
+from fastrnn import convert
+from fastrnn import reference as ref
+from fastrnn.cells import BasicRNNCell, MultiRNNCell, dynamic_rnn
+from tests.tolerances import KERNEL_F64, assert_close
+
+I, Hs = 5, (4, 4, 3)
+
+
+def layers(seed=0, sizes=Hs, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    out, i = [], I
+    for H in sizes:
+        out.append(tuple(rng.standard_normal(s).astype(dtype) for s in ((H, i), (H, H), (H,))))
+        i = H
+    return out
+
+
+def assert_layers_equal(a, b):
+    assert len(a) == len(b)
+    for la, lb in zip(a, b):
+        for x, y in zip(la, lb):
+            assert x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)
+
+
+def test_docstring_example():
+    assert doctest.testmod(convert).failed == 0
+
+
+def test_torch_round_trip_and_names():
+    lys = layers()
+    sd = convert.to_torch(lys)
+    assert list(sd) == [f"{n}_l{k}" for k in range(3)
+                        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert not np.any(sd["bias_hh_l1"])
+    assert_layers_equal(convert.from_torch(sd), lys)
+    model = {f"rnn.{k}": v for k, v in sd.items()} | {"fc.weight": np.zeros((2, 3))}
+    assert_layers_equal(convert.from_torch(model, prefix="rnn."), lys)
+
+
+def test_from_torch_sums_the_two_biases_and_accepts_no_bias():
+    w = layers(sizes=(4,))[0]
+    sd = {"weight_ih_l0": w[0], "weight_hh_l0": w[1], "bias_ih_l0": w[2], "bias_hh_l0": w[2] * 2}
+    np.testing.assert_array_equal(convert.from_torch(sd)[0][2], 3 * w[2])
+    no_bias = convert.from_torch({"weight_ih_l0": w[0], "weight_hh_l0": w[1]})
+    assert not np.any(no_bias[0][2]) and no_bias[0][2].shape == (4,)
+    sd = convert.to_torch([(w[0], w[1], np.zeros(4))], bias=False)
+    assert sorted(sd) == ["weight_hh_l0", "weight_ih_l0"]
+
+
+def test_nn_rnn_runs_converted_weights_like_the_reference():
+    torch = pytest.importorskip("torch")
+    lys = layers(sizes=(4, 4))
+    rnn = torch.nn.RNN(I, 4, 2, batch_first=True).double()
+    rnn.load_state_dict(convert.to_torch(lys, as_tensors=True))
+    x = np.random.default_rng(1).standard_normal((3, 6, I))
+    y, h_n = rnn(torch.from_numpy(x))
+    ys, h_ref = ref.stack_forward(x, None, lys)
+    assert_close("output", ys[-1], y.detach().numpy(), KERNEL_F64)
+    assert_close("h_n", h_ref, h_n.detach().numpy(), KERNEL_F64)
+    trained = torch.nn.RNN(I, 4, 2).double()  # tensors (with grad) in, b_ih + b_hh out
+    back = convert.from_torch(trained.state_dict())
+    np.testing.assert_array_equal(back[1][2], (trained.bias_ih_l1 + trained.bias_hh_l1).detach())
+
+
+def test_tf_kernel_layout_is_x_rows_then_h_rows():
+    w_ih, w_hh, b = layers(sizes=(4,))[0]
+    kernel = convert.tf_kernel(w_ih, w_hh)
+    assert kernel.shape == (I + 4, 4)
+    rng = np.random.default_rng(2)
+    x, h = rng.standard_normal((3, I)), rng.standard_normal((3, 4))
+    tf_step = np.tanh(np.concatenate([x, h], axis=1) @ kernel + b)  # BasicRNNCell.call
+    _, h_ref = ref.rnn_forward(x[:, None], h, w_ih, w_hh, b)
+    assert_close("tf step", h_ref, tf_step, KERNEL_F64)
+    for a, c in zip(convert.split_tf_kernel(kernel), (w_ih, w_hh)):
+        np.testing.assert_array_equal(a, c)
+        assert a.flags.c_contiguous
+
+
+def test_tf_round_trip_names_and_order():
+    lys = layers()
+    tf_vars = convert.to_tf(lys, scope="enc")
+    assert sorted(tf_vars) == sorted(f"enc/multi_rnn_cell/cell_{k}/basic_rnn_cell/{n}"
+                                     for k in range(3) for n in ("kernel", "bias"))
+    shuffled = {k + ":0": tf_vars[k] for k in sorted(tf_vars, reverse=True)}
+    assert_layers_equal(convert.from_tf(shuffled), lys)
+    one = convert.to_tf(lys[:1])
+    assert sorted(one) == ["rnn/basic_rnn_cell/bias", "rnn/basic_rnn_cell/kernel"]
+    assert_layers_equal(convert.from_tf(one), lys[:1])
+
+
+def test_tf_variables_into_cells_reproduce_tf_math():
+    lys = layers(sizes=(4, 4), dtype=np.float32)
+    tf_vars = convert.to_tf(lys)
+    cells = [BasicRNNCell(4) for _ in lys]
+    for c, lay in zip(cells, convert.from_tf(tf_vars)):
+        c.set_weights(*lay)
+    x = np.random.default_rng(3).standard_normal((2, 5, I)).astype(np.float32)
+    out, state = dynamic_rnn(MultiRNNCell(cells), x, backend="reference")
+    h = [np.zeros((2, 4), np.float32) for _ in lys]
+    for t in range(5):  # TF1's MultiRNNCell of BasicRNNCells, written out
+        inp = x[:, t]
+        for k in range(2):
+            name = f"rnn/multi_rnn_cell/cell_{k}/basic_rnn_cell"
+            h[k] = np.tanh(np.concatenate([inp, h[k]], 1) @ tf_vars[f"{name}/kernel"]
+                           + tf_vars[f"{name}/bias"])
+            inp = h[k]
+    assert_close("outputs[:, -1]", inp, out[:, -1], 1e-6)
+    assert_close("state[0]", h[0], state[0], 1e-6)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: convert.from_torch({"weight_ih_l0_reverse": np.zeros((2, 2))}),
+     NotImplementedError, "bidirectional"),
+    (lambda: convert.from_torch({"weight_hr_l0": np.zeros((2, 2))}), NotImplementedError,
+     "proj_size"),
+    (lambda: convert.from_torch({"fc.weight": np.zeros(2)}), ValueError,
+     "state_dict: expected nn.RNN keys like weight_ih_l0"),
+    (lambda: convert.from_torch({"weight_ih_l1": np.zeros((2, 2)),
+                                 "weight_hh_l1": np.zeros((2, 2))}), ValueError,
+     r"state_dict: expected layers 0..0, got layers \[1\]"),
+    (lambda: convert.from_torch({"weight_ih_l0": np.zeros((2, 3))}), ValueError,
+     "state_dict: expected weight_hh_l0"),
+    (lambda: convert.from_torch({"weight_ih_l0": np.zeros((2, 3)), "weight_hh_l0": np.zeros((2, 2)),
+                                 "bias_ih_l0": np.zeros(2)}), ValueError, "or neither"),
+    (lambda: convert.to_torch([(np.zeros((2, 3)), np.zeros((2, 2)), np.ones(2))], bias=False),
+     ValueError, "all zeros with bias=False"),
+    (lambda: convert.to_torch([(np.zeros((2, 3)), np.zeros((3, 3)), np.zeros(3))]), ValueError,
+     r"layers\[0\].w_ih: expected shape \[H,I\] with H = 3"),
+    (lambda: convert.to_torch([*layers(sizes=(4,)), *layers(sizes=(3,))]), ValueError,
+     r"layers\[1\].w_ih: expected input size 4"),
+    (lambda: convert.to_torch([]), TypeError, "layers: expected a non-empty list"),
+    (lambda: convert.to_torch([(np.zeros((2, 3), int),) * 3]), TypeError,
+     "expected dtype float32 or float64"),
+    (lambda: convert.split_tf_kernel(np.zeros((3, 3))), ValueError,
+     r"kernel: expected shape \[I\+H, H\]"),
+    (lambda: convert.from_tf({"a/kernel": np.zeros((5, 2))}), ValueError,
+     "variables: expected both a/kernel and a/bias"),
+    (lambda: convert.from_tf({f"{s}/{n}": np.zeros((5, 2) if n == "kernel" else 2)
+                              for s in ("a", "b") for n in ("kernel", "bias")}), ValueError,
+     r"MultiRNNCell scopes with cell_\{k\}"),
+    (lambda: convert.from_tf({"w": np.zeros(2)}), ValueError, "names ending in /kernel"),
+])
+def test_invalid_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

@@ -1,0 +1,197 @@
+"""The CPU (Numba) kernels against the NumPy reference, output by output.
+
+Shapes are irregular on purpose and cover each value pairwise rather than as a full product.
+Run once more with ``NUMBA_BOUNDSCHECK=1`` in CI (a separate process: it is read at compile time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastrnn import reference as ref
+from fastrnn.params import ModelSpec, init_params
+from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, KERNEL_F64, assert_close
+
+rnn_cpu = pytest.importorskip("fastrnn.kernels.rnn_cpu")
+train_cpu = pytest.importorskip("fastrnn.kernels.train_cpu")
+
+DTYPES = [np.float64, np.float32]
+
+# (B, T, I, H, time_major): every H, B, T value, both layouts, pairwise
+SHAPES = [
+    (1, 1, 3, 1, False),
+    (3, 28, 28, 31, True),
+    (128, 63, 5, 5, False),
+    (3, 63, 17, 33, False),
+    (128, 1, 28, 64, True),
+    (1, 28, 9, 257, False),
+    (128, 28, 28, 31, False),
+    (3, 1, 40, 257, True),
+    (1, 63, 33, 64, True),
+    (128, 28, 2, 33, True),
+]
+
+
+def _tol(dtype, backward):
+    if dtype == np.float64:
+        return KERNEL_F64
+    return KERNEL_F32_BACKWARD if backward else KERNEL_F32_FORWARD
+
+
+def _problem(B, T, I, H, time_major, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (T, B, I) if time_major else (B, T, I)
+    x = rng.standard_normal(shape)
+    h0 = 0.5 * rng.standard_normal((B, H))
+    w_ih = rng.standard_normal((H, I)) / np.sqrt(I)
+    w_hh = np.linalg.qr(rng.standard_normal((H, H)))[0]
+    b = 0.1 * rng.standard_normal(H)
+    lengths = rng.integers(0, T + 1, B).astype(np.int32)
+    lengths[0] = T
+    lengths[-1] = 0 if B > 1 else T
+    if B > 2:
+        lengths[1] = 0
+    arrays = [a.astype(dtype) for a in (x, h0, w_ih, w_hh, b)]
+    return arrays, lengths, rng
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("B,T,I,H,time_major", SHAPES)
+def test_rnn_forward_backward(B, T, I, H, time_major, dtype):
+    (x, h0, w_ih, w_hh, b), lengths, rng = _problem(B, T, I, H, time_major, dtype)
+    f64 = [a.astype(np.float64) for a in (x, h0, w_ih, w_hh, b)]
+    y, h_n = rnn_cpu.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+    y_r, h_r = ref.rnn_forward(*f64, lengths, time_major)
+    assert y.dtype == dtype and h_n.dtype == dtype
+    tol = _tol(dtype, False)
+    assert_close("y", y_r, y, tol)
+    assert_close("h_n", h_r, h_n, tol)
+
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dh_n = rng.standard_normal(h_n.shape).astype(dtype)
+    grads = rnn_cpu.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+    # the reference's backward from the kernel's own forward output isolates the backward
+    grads_r = ref.rnn_backward(dy.astype(np.float64), dh_n.astype(np.float64), f64[0], f64[1],
+                               f64[2], f64[3], y.astype(np.float64), lengths, time_major)
+    for name, r, o in zip(("dx", "dh0", "dw_ih", "dw_hh", "db"), grads_r, grads):
+        assert o.dtype == dtype
+        assert_close(name, r, o, _tol(dtype, True))
+
+
+def test_rnn_defaults_and_outputs_past_length():
+    (x, h0, w_ih, w_hh, b), lengths, _ = _problem(3, 28, 28, 31, False, np.float64, seed=3)
+    y, h_n = rnn_cpu.rnn_forward(x, None, w_ih, w_hh, b)  # h0 None, lengths None
+    y_r, h_r = ref.rnn_forward(x, None, w_ih, w_hh, b)
+    assert_close("y", y_r, y, KERNEL_F64)
+    y, h_n = rnn_cpu.rnn_forward(x, h0, w_ih, w_hh, b, lengths)
+    for r in range(3):
+        assert np.all(y[r, lengths[r]:] == 0)
+    grads = rnn_cpu.rnn_backward(None, None, x, None, w_ih, w_hh, y, lengths)
+    assert all(np.all(g == 0) for g in grads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("B,H,C", [(1, 1, 2), (3, 31, 10), (128, 257, 10)])
+def test_dense_xent(B, H, C, dtype):
+    rng = np.random.default_rng(B + H)
+    h = rng.standard_normal((B, H)).astype(dtype)
+    w = rng.standard_normal((C, H)).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    labels = rng.integers(0, C, B)
+    loss, acc, logits, dlogits, dh, dw, db = train_cpu.dense_xent(h, w, b, labels)
+    h64, w64, b64 = (a.astype(np.float64) for a in (h, w, b))
+    logits_r = ref.dense_forward(h64, w64, b64)
+    loss_r, acc_r, dlogits_r = ref.softmax_xent(logits_r, labels)
+    dh_r, dw_r, db_r = ref.dense_backward(dlogits_r, h64, w64)
+    tol = KERNEL_F64 if dtype == np.float64 else KERNEL_F32_FORWARD
+    assert_close("logits", logits_r, logits, tol)
+    assert_close("dense_forward", logits_r, train_cpu.dense_forward(h, w, b), tol)
+    assert_close("loss", loss_r, loss, tol)
+    assert acc == pytest.approx(acc_r)
+    for name, r, o in (("dlogits", dlogits_r, dlogits), ("dh", dh_r, dh), ("dw", dw_r, dw),
+                       ("db", db_r, db)):
+        assert_close(name, r, o, tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_adam(dtype):
+    rng = np.random.default_rng(7)
+    p, g, m, v = (rng.standard_normal(1001).astype(dtype) for _ in range(4))
+    v = np.abs(v)
+    p_r, m_r, v_r = p.copy(), m.copy(), v.copy()
+    for step in (1, 2, 3):
+        train_cpu.adam_update(p, g, m, v, step)
+        ref.adam_update(p_r, g, m_r, v_r, step)
+    tol = KERNEL_F64 if dtype == np.float64 else KERNEL_F32_FORWARD
+    for name, r, o in (("param", p_r, p), ("m", m_r, m), ("v", v_r, v)):
+        assert_close(name, r, o, tol)
+
+
+def test_tanh_bound():
+    """The float32 rational tanh: max abs error over [-20, 20] (past +-9 it is constant), the
+    extremes, and the IEEE specials."""
+    xs = np.concatenate([np.linspace(-20, 20, 4_000_001, dtype=np.float32),
+                         np.float32([0, -0.0, 1e-38, -1e-38, 1e-45, 3.4e38, -3.4e38])])
+    out = rnn_cpu.tanh(xs)
+    err = np.max(np.abs(out.astype(np.float64) - np.tanh(xs.astype(np.float64))))
+    print(f"tanh_f32 max abs err {err:.3e} (bound {rnn_cpu.TANH_F32_MAX_ERR:.1e})")
+    assert err <= rnn_cpu.TANH_F32_MAX_ERR
+    assert np.all(np.abs(out) <= 1)
+    assert np.array_equal(out, -rnn_cpu.tanh(-xs))  # exactly odd
+    special = rnn_cpu.tanh(np.float32([np.inf, -np.inf, np.nan]))
+    assert special[0] == pytest.approx(1, abs=1e-6) and special[1] == pytest.approx(-1, abs=1e-6)
+    assert np.isnan(special[2])
+    f64 = rnn_cpu.tanh(np.array([0.3, np.inf, np.nan]))  # float64: libm
+    assert f64[0] == np.tanh(0.3) and f64[1] == 1 and np.isnan(f64[2])
+
+
+def _classifier_run(backend_name, spec, steps, x, labels):
+    from fastrnn.backends import get_backend
+
+    k = get_backend(backend_name).classifier(spec)
+    p = init_params(spec, 0)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    losses = [k.train_step(p, m, v, s + 1, x, labels, 1e-3, 0.9, 0.999, 1e-8)
+              for s in range(steps)]
+    return losses, p, k
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_classifier_steps_match_reference(layers, dtype):
+    spec = ModelSpec(input_size=28, hidden_size=31, num_layers=layers, num_classes=10, dtype=dtype)
+    rng = np.random.default_rng(layers)
+    x = rng.random((64, 28, 28)).astype(dtype)
+    labels = rng.integers(0, 10, 64)
+    got, p, k = _classifier_run("cpu", spec, 10, x, labels)
+    want, p_r, k_r = _classifier_run("reference", spec, 10, x, labels)
+    tol = 1e-10 if dtype == "float64" else 2e-5
+    for s, ((loss, acc), (loss_r, acc_r)) in enumerate(zip(got, want)):
+        assert abs(loss - loss_r) <= tol * abs(loss_r), f"step {s}: {loss} vs {loss_r}"
+        assert acc == acc_r
+    assert_close("params after 10 steps", p_r, p, 1e-10 if dtype == "float64" else 1e-4)
+    assert_close("predict", k_r.predict(p_r, x), k.predict(p, x),
+                 KERNEL_F64 * 100 if dtype == "float64" else 1e-4)
+    loss, acc = k.evaluate(p, x, labels)
+    loss_r, acc_r = k_r.evaluate(p_r, x, labels)
+    assert abs(loss - loss_r) <= tol * abs(loss_r) and acc == acc_r
+
+
+def test_train_step_bitwise_reproducible():
+    import numba
+
+    spec = ModelSpec(28, 31, 2, 10)
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, 40)
+    runs = []
+    for threads in (numba.get_num_threads(), numba.get_num_threads(), 1):
+        saved = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            runs.append(_classifier_run("cpu", spec, 2, x, labels)[1])
+        finally:
+            numba.set_num_threads(saved)
+    assert np.array_equal(runs[0], runs[1])  # same step twice
+    assert np.array_equal(runs[0], runs[2])  # and on one thread

@@ -1,0 +1,240 @@
+"""Every CUDA kernel on a real GPU (CuPy) against the float64 NumPy reference, output by output.
+
+All tests are ``@pytest.mark.gpu``: conftest skips them without CuPy and a device. Shapes are
+irregular on purpose (H = 1, 5, 31, 33, 64, 257 and 1024; B = 1, 3, 128; T = 1, 28, 63; lengths
+of 0 and T; both layouts), covering both kernel paths (warp: H <= 32, block: H > 32, with W_hh in
+shared memory or not) and both input paths (projection fused for I <= 32, a GEMM above).
+Run: ``pytest -m gpu tests/test_kernels_gpu.py -q``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastrnn import reference as ref
+from fastrnn.params import ModelSpec, init_params
+from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
+
+pytestmark = pytest.mark.gpu
+
+HS = (1, 5, 31, 33, 64, 257)
+BS = (1, 3, 128)
+TS = (1, 28, 63)
+
+
+@pytest.fixture(scope="module")
+def cp():
+    return pytest.importorskip("cupy")
+
+
+@pytest.fixture(scope="module")
+def kc():
+    from fastrnn.kernels import cuda
+
+    return cuda
+
+
+def _lengths(rng, B, T, kind):
+    if kind == "none":
+        return None
+    lens = rng.integers(0, T + 1, size=B)
+    lens[0] = 0
+    if B > 1:
+        lens[-1] = T
+    return lens.astype(np.int32)
+
+
+def _problem(B, T, I, H, time_major, lengths_kind, seed=0):
+    """float64 inputs of one layer (scaled so tanh is neither saturated nor linear)."""
+    rng = np.random.default_rng(seed + 1000 * H + 10 * B + T)
+    shape = (T, B, I) if time_major else (B, T, I)
+    x = rng.standard_normal(shape)
+    h0 = rng.standard_normal((B, H)) * 0.5
+    w_ih = rng.uniform(-1, 1, (H, I)) / np.sqrt(I)
+    w_hh = rng.uniform(-1, 1, (H, H)) / np.sqrt(H)
+    b = rng.standard_normal(H) * 0.1
+    return rng, x, h0, w_ih, w_hh, b, _lengths(rng, B, T, lengths_kind)
+
+
+def _dev(cp, a, dtype=np.float32):
+    return None if a is None else cp.asarray(np.ascontiguousarray(a, dtype=dtype))
+
+
+def _check_layer(cp, kc, B, T, I, H, time_major, lengths_kind):
+    rng, x, h0, w_ih, w_hh, b, lengths = _problem(B, T, I, H, time_major, lengths_kind)
+    y_r, hn_r = ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+    d = {k: _dev(cp, v) for k, v in dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b).items()}
+    dl = _dev(cp, lengths, np.int32)
+    y, hn = kc.rnn_forward(d["x"], d["h0"], d["w_ih"], d["w_hh"], d["b"], dl, time_major)
+    tag = f"B={B} T={T} I={I} H={H} tm={time_major} len={lengths_kind}"
+    assert_close(f"y [{tag}]", y_r, cp.asnumpy(y), KERNEL_F32_FORWARD)
+    assert_close(f"h_n [{tag}]", hn_r, cp.asnumpy(hn), KERNEL_F32_FORWARD)
+    if lengths is not None:  # past each length the output is exactly zero
+        yn = cp.asnumpy(y) if not time_major else cp.asnumpy(y).swapaxes(0, 1)
+        for bi, ln in enumerate(lengths):
+            assert not yn[bi, ln:].any(), f"y past length {ln} not zero [{tag}]"
+
+    # Backward: random upstream gradients on both outputs and the final state; the saved y is
+    # the reference's (rounded to float32) so only the BPTT itself is compared.
+    dy = rng.standard_normal(y_r.shape)
+    dh_n = rng.standard_normal((B, H))
+    y32 = y_r.astype(np.float32).astype(np.float64)
+    grads_r = ref.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y32, lengths, time_major)
+    grads = kc.rnn_backward(_dev(cp, dy), _dev(cp, dh_n), d["x"], d["h0"], d["w_ih"], d["w_hh"],
+                            _dev(cp, y32), dl, time_major)
+    for name, r, o in zip(("dx", "dh0", "dw_ih", "dw_hh", "db"), grads_r, grads):
+        assert_close(f"{name} [{tag}]", r, cp.asnumpy(o), KERNEL_F32_BACKWARD)
+
+
+@pytest.mark.parametrize("lengths_kind", ["none", "mixed"])
+@pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("T", TS)
+@pytest.mark.parametrize("B", BS)
+@pytest.mark.parametrize("H", HS)
+def test_layer(cp, kc, H, B, T, time_major, lengths_kind):
+    _check_layer(cp, kc, B, T, 28, H, time_major, lengths_kind)
+
+
+@pytest.mark.parametrize("H", [5, 31, 64])
+@pytest.mark.parametrize("time_major", [False, True])
+def test_layer_wide_input(cp, kc, H, time_major):
+    """I > 32: the input projection and dx go through GEMMs on both paths."""
+    _check_layer(cp, kc, 3, 28, 40, H, time_major, "mixed")
+
+
+def test_layer_h1024(cp, kc):
+    _check_layer(cp, kc, 3, 28, 28, 1024, False, "mixed")
+
+
+def test_layer_many_blocks_of_sequences(cp, kc):
+    """B above the one-warp-per-block threshold (4 warps per block, B not a multiple of 4) and
+    several sequences per block on the block path."""
+    _check_layer(cp, kc, 1027, 5, 28, 31, False, "mixed")
+    _check_layer(cp, kc, 1027, 5, 28, 33, True, "mixed")
+
+
+@pytest.mark.parametrize("B,C,H", [(1, 10, 31), (128, 10, 31), (3, 37, 5), (77, 100, 257)])
+def test_dense_xent(cp, kc, B, C, H):
+    rng = np.random.default_rng(B + C + H)
+    h = rng.standard_normal((B, H))
+    w = rng.standard_normal((C, H)) / np.sqrt(H)
+    bo = rng.standard_normal(C) * 0.1
+    labels = rng.integers(0, C, B)
+    logits_r = ref.dense_forward(h, w, bo)
+    loss_r, acc_r, dlog_r = ref.softmax_xent(logits_r, labels)
+    dh_r, dw_r, db_r = ref.dense_backward(dlog_r, h, w)
+    loss, correct, logits, dlog, dh, dw, db = kc.dense_xent(_dev(cp, h), _dev(cp, w),
+                                                            _dev(cp, bo), cp.asarray(labels))
+    tag = f"B={B} C={C} H={H}"
+    assert_close(f"logits [{tag}]", logits_r, cp.asnumpy(logits), KERNEL_F32_FORWARD)
+    assert_close(f"loss [{tag}]", loss_r, float(loss), KERNEL_F32_FORWARD)
+    assert float(correct) / B == pytest.approx(acc_r, abs=1e-12)
+    assert_close(f"dlogits [{tag}]", dlog_r, cp.asnumpy(dlog), KERNEL_F32_FORWARD)
+    assert_close(f"dh [{tag}]", dh_r, cp.asnumpy(dh), KERNEL_F32_FORWARD)
+    assert_close(f"dw_out [{tag}]", dw_r, cp.asnumpy(dw), KERNEL_F32_FORWARD)
+    assert_close(f"db_out [{tag}]", db_r, cp.asnumpy(db), KERNEL_F32_FORWARD)
+
+
+@pytest.mark.parametrize("n,step", [(1, 1), (2180, 3), (6086, 10), (100_003, 1000)])
+def test_adam(cp, kc, n, step):
+    rng = np.random.default_rng(n)
+    p, g = rng.standard_normal(n), rng.standard_normal(n) * 1e-2
+    m, v = rng.standard_normal(n) * 1e-3, rng.uniform(0, 1e-4, n)
+    dp, dg, dm, dv = (_dev(cp, a) for a in (p, g, m, v))
+    ref.adam_update(p, g, m, v, step)
+    kc.adam(dp, dg, dm, dv, step)
+    assert_close("adam m", m, cp.asnumpy(dm), KERNEL_F32_FORWARD)
+    assert_close("adam v", v, cp.asnumpy(dv), KERNEL_F32_FORWARD)
+    assert_close("adam param", p, cp.asnumpy(dp), KERNEL_F32_FORWARD)
+
+
+def _batch(spec, B, T, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (B, T, spec.input_size)).astype(np.float32)
+    labels = rng.integers(0, spec.num_classes, B).astype(np.int64)
+    return x, labels
+
+
+def _run_steps(cp, backend_name, spec, steps, B, T, monkeypatch=None, graph=True):
+    from fastrnn.backends import get_backend
+
+    if monkeypatch is not None:
+        monkeypatch.setenv("FASTRNN_CUDA_GRAPH", "1" if graph else "0")
+    be = get_backend(backend_name)
+    dtype = np.float64 if backend_name == "reference" else np.float32
+    params = init_params(spec, 0).astype(dtype)
+    m, v = np.zeros_like(params), np.zeros_like(params)
+    if backend_name == "cuda":
+        params, m, v = cp.asarray(params), cp.asarray(m), cp.asarray(v)
+    clf = be.classifier(spec)
+    losses, accs = [], []
+    for s in range(1, steps + 1):
+        x, labels = _batch(spec, B, T, s)
+        if backend_name == "cuda":
+            x, labels = cp.asarray(x), cp.asarray(labels)
+        else:
+            x = x.astype(dtype)
+        loss, acc = clf.train_step(params, m, v, s, x, labels, 1e-3, 0.9, 0.999, 1e-8)
+        assert isinstance(loss, float) and isinstance(acc, float)
+        losses.append(loss)
+        accs.append(acc)
+    p = cp.asnumpy(params) if backend_name == "cuda" else params
+    return np.array(losses), np.array(accs), p, clf
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_classifier_10_steps_match_reference(cp, layers, monkeypatch):
+    spec = ModelSpec(28, 31, layers, 10)
+    l_r, a_r, p_r, _ = _run_steps(cp, "reference", spec, 10, 128, 28)
+    l_c, a_c, p_c, _ = _run_steps(cp, "cuda", spec, 10, 128, 28, monkeypatch, graph=True)
+    for s in range(10):
+        assert_close(f"loss step {s + 1}", l_r[s], l_c[s], KERNEL_F32_FORWARD)
+        assert abs(a_r[s] - a_c[s]) <= 1 / 128 + 1e-12, f"accuracy step {s + 1}"
+    assert_close("params after 10 steps", p_r, p_c, KERNEL_F32_BACKWARD)
+
+
+def test_classifier_graph_equals_eager(cp, monkeypatch):
+    """The CUDA-graph replay runs exactly the eager launches: bitwise-equal losses and params."""
+    spec = ModelSpec(28, 31, 3, 10)
+    l_g, a_g, p_g, _ = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=True)
+    l_e, a_e, p_e, _ = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=False)
+    np.testing.assert_array_equal(l_g, l_e)
+    np.testing.assert_array_equal(a_g, a_e)
+    np.testing.assert_array_equal(p_g, p_e)
+
+
+def test_classifier_deterministic(cp, monkeypatch):
+    """Same state, same batch, twice: bitwise-equal results (no float atomics anywhere)."""
+    spec = ModelSpec(28, 31, 3, 10)
+    runs = [_run_steps(cp, "cuda", spec, 3, 128, 28, monkeypatch) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
+@pytest.mark.parametrize("I,H,layers", [(40, 64, 2), (28, 257, 1), (40, 5, 1)])
+def test_classifier_general_path(cp, I, H, layers, monkeypatch):
+    """Shapes that cannot use the graph (GEMMs for the projection / dx, block kernels)."""
+    spec = ModelSpec(I, H, layers, 10)
+    l_r, _, p_r, _ = _run_steps(cp, "reference", spec, 3, 33, 9)
+    l_c, _, p_c, _ = _run_steps(cp, "cuda", spec, 3, 33, 9, monkeypatch)
+    assert_close("losses", l_r, l_c, KERNEL_F32_FORWARD)
+    assert_close("params after 3 steps", p_r, p_c, KERNEL_F32_BACKWARD)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_evaluate_and_predict(cp, layers):
+    from fastrnn.backends import get_backend
+
+    spec = ModelSpec(28, 31, layers, 10)
+    params = init_params(spec, 1)
+    x, labels = _batch(spec, 300, 28, 7)
+    ref_clf = get_backend("reference").classifier(spec)
+    cu_clf = get_backend("cuda").classifier(spec)
+    logits_r = ref_clf.predict(params.astype(np.float64), x.astype(np.float64))
+    loss_r, acc_r = ref_clf.evaluate(params.astype(np.float64), x.astype(np.float64), labels)
+    dp, dx, dl = cp.asarray(params), cp.asarray(x), cp.asarray(labels)
+    assert_close("logits", logits_r, cp.asnumpy(cu_clf.predict(dp, dx)), KERNEL_F32_FORWARD)
+    loss, acc = cu_clf.evaluate(dp, dx, dl)
+    assert_close("eval loss", loss_r, loss, KERNEL_F32_FORWARD)
+    assert abs(acc - acc_r) <= 1 / 300 + 1e-12
