@@ -113,7 +113,7 @@ NUM_SMS = 132
 #: weight-grad kernel: output tile (rows, columns) per block (WG_TR, WG_TC in rnn_backward.cu)
 WGRAD_TILE = (4, 4)
 #: weight-grad kernel: threads per block, splitting the B*T sum (WG_THREADS in rnn_backward.cu)
-WGRAD_THREADS = 128
+WGRAD_THREADS = 256
 
 
 class Launch(NamedTuple):

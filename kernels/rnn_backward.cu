@@ -14,10 +14,12 @@
 //   rnn_bwd_warp     H <= 32: one warp per sequence, lane j keeps column j of W_hh (and, when dx
 //                    is wanted, I <= 32, column j of W_ih) in registers; dz_t is broadcast with
 //                    __shfl_sync and each shuffled value feeds both dh and dx, so dx is nearly
-//                    free. Per step: 32 shuffles + 64 FMA; no barrier.
+//                    free. Per step: 32 shuffles + 64 FMA; no barrier. y and dy are read 8 steps
+//                    ahead (register rings).
 //                    launch: cuda_launch.bwd_warp_launch(B) (grid ceil(B/wpb), block 32*wpb).
-//   rnn_bwd_block    any H <= 1024: seq_per_block sequences per block, thread k owns unit k;
-//                    dz_t of the block's sequences in a shared double buffer, one __syncthreads
+//   rnn_bwd_block    any H <= 1024: seq_per_block sequences per block, thread k owns unit k
+//                    (block_ksplit(H) slices of threads split each unit's dot product);
+//                    dz_t of the block's sequences in a shared double buffer, two __syncthreads
 //                    per step; W_hh (row-major, read w_hh[i*H + k]: coalesced over k) staged in
 //                    shared memory when it fits. dx = dz W_ih is a GEMM after the launch.
 //                    launch: cuda_launch.bwd_block_launch(B, H, *block_plan(B, H)).
@@ -39,7 +41,7 @@
 // cuda_launch.WGRAD_TILE and cuda_launch.WGRAD_THREADS.
 #define WG_TR 4
 #define WG_TC 4
-#define WG_THREADS 128
+#define WG_THREADS 256
 
 // dy [.., H] nullable, strides sy; dh_n [B,H] nullable; w_ih [H,I] (nullable when dx is NULL);
 // w_hh [H,H]; y [.., H] strides sy; lengths [B] nullable; dz [.., H] out, strides sy, may alias
@@ -239,17 +241,17 @@ extern "C" __global__ void __launch_bounds__(1024) rnn_bwd_block(
 // Each block owns a WG_TR x WG_TC tile of the [H, I+H+1] output and reduces it over all B*T
 // (b, t) pairs with all WG_THREADS threads: thread i takes n = i, i + WG_THREADS, ... (n = b*T + t)
 // and keeps WG_TR*WG_TC partial sums in registers (per n: WG_TR + WG_TC independent loads,
-// WG_TR*WG_TC FMA), then a fixed-order reduction through shared memory and a width-8 butterfly:
-// deterministic. Napkin math at B=128 T=28 I=28 H=31: 120 blocks, 28 (b, t) per thread, ~1 us of
-// loads in flight per thread; the old one-warp-per-column-chunk version summed 448 pairs serially.
+// WG_TR*WG_TC FMA), then a fixed-order reduction through shared memory and a width-16 butterfly:
+// deterministic. At B=128 T=28 I=28 H=31: 120 blocks, 14 (b, t) pairs per thread (unrolled by 4);
+// the old one-warp-per-column-chunk version summed 448 pairs serially (127 us on the H200).
 extern "C" __global__ void rnn_weight_grads(
     const float* __restrict__ dz, const float* __restrict__ x, const float* __restrict__ y,
     const float* __restrict__ h0, float* __restrict__ dw_ih, float* __restrict__ dw_hh,
     float* __restrict__ db, int B, int T, int I, int H, int sx_b, int sx_t, int sy_b, int sy_t)
 {
     // part[o][i]: thread i's partial sum of tile output o; rows padded so that the reads below
-    // (o = tid / 8 and i = tid % 8 + 8 q) hit distinct banks.
-    __shared__ float part[WG_TR * WG_TC][WG_THREADS + 8];
+    // (o = tid / 16 and i = tid % 16 + 16 q) hit distinct banks.
+    __shared__ float part[WG_TR * WG_TC][WG_THREADS + 16];
     const int tid = threadIdx.x;
     const int row0 = blockIdx.y * WG_TR;
     const int col0 = blockIdx.x * WG_TC;
@@ -262,6 +264,9 @@ extern "C" __global__ void rnn_weight_grads(
 #pragma unroll
         for (int c = 0; c < WG_TC; ++c) acc[r][c] = 0.f;
 
+    // Unrolled so that several pairs' loads are in flight at once (a serial loop waited ~0.5 us
+    // of L2 latency per pair: 15 us at 28 pairs per thread, measured).
+#pragma unroll 4
     for (int n = tid; n < N; n += WG_THREADS) {
         const int b = n / T, t = n - (n / T) * T;
         const long long zo = seq_off(b, t, sy_b, sy_t);
@@ -290,14 +295,14 @@ extern "C" __global__ void rnn_weight_grads(
         for (int c = 0; c < WG_TC; ++c) part[r * WG_TC + c][tid] = acc[r][c];
     __syncthreads();
 
-    // Thread (o, i) = (tid / 8, tid % 8) sums part[o][i], part[o][i+8], ... in order, then the
-    // 8 lanes of output o combine by a fixed butterfly.
-    const int o = tid >> 3, i = tid & 7;
+    // Thread (o, i) = (tid / 16, tid % 16) sums part[o][i], part[o][i+16], ... in order, then the
+    // 16 lanes of output o combine by a fixed butterfly.
+    const int o = tid >> 4, i = tid & 15;
     float s = 0.f;
     if (o < WG_TR * WG_TC)
-        for (int q = i; q < WG_THREADS; q += 8) s += part[o][q];
+        for (int q = i; q < WG_THREADS; q += 16) s += part[o][q];
 #pragma unroll
-    for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off, 8);
+    for (int off = 8; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off, 16);
     if (o < WG_TR * WG_TC && i == 0) {
         const int row = row0 + o / WG_TC, col = col0 + o % WG_TC;
         if (row < H && col < J) {

@@ -14,13 +14,15 @@
 //                  of W_ih when I <= 32) in registers; h_{t-1} is broadcast with __shfl_sync, so a
 //                  step has no barrier at all. Napkin math per step: 32 shuffles + 32 FMA for
 //                  W_hh h, 32 more of each for W_ih x (off the dependency chain), one tanhf:
-//                  ~100 ns; T=28 is ~3 us while every sequence has its own warp resident.
+//                  ~100 ns; T=28 is ~3 us while every sequence has its own warp resident. x is
+//                  read 8 steps ahead (a register ring) so no step waits on memory.
 //                  launch: cuda_launch.fwd_warp_launch(B): grid ceil(B/wpb), block 32*wpb, smem 0.
 //   rnn_fwd_block  any H <= 1024: seq_per_block sequences per block, thread j owns unit j for all
-//                  of them; h_{t-1} of the block's sequences in a shared double buffer, one
-//                  __syncthreads per step (never a grid barrier). W_hh^T is staged in shared memory
-//                  when it fits (w_in_smem), else read through L1/L2 (coalesced: thread j reads
-//                  w_hh_t[k*H + j]). The input projection W_ih x for all steps is one GEMM before
+//                  of them, and block_ksplit(H) slices of threads split each unit's dot product;
+//                  h_{t-1} of the block's sequences in a shared double buffer, two __syncthreads
+//                  per step (slices combined, state written; never a grid barrier). W_hh^T is
+//                  staged in shared memory when it fits (w_in_smem; opt-in limit, 227 KB on
+//                  H200), else read through L1/L2 (coalesced: thread j reads w_hh_t[k*H + j]). The input projection W_ih x for all steps is one GEMM before
 //                  the launch. launch: cuda_launch.fwd_block_launch(B, H, *block_plan(B, H)).
 //
 // Checked by: pytest tests/test_cuda_compile.py (nvcc + NVRTC, spills), pytest -m cuda_emu

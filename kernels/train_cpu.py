@@ -26,10 +26,63 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import rnn_cpu
 from ._numba_env import JIT_OPTIONS
+
+
+@njit(**JIT_OPTIONS)
+def _head_rows(h, w, b, labels, logits, dlogits, dh, dw, db, want_grad, lo, hi):
+    """Rows ``lo:hi`` of dense + softmax-xent; returns ``(sum of row losses (float64), correct)``.
+
+    h [B,>=H] (columns < H read), w [C,H], b [C], labels [B]; writes logits [B,C] and, if
+    ``want_grad``, dlogits [B,C], dh [B,>=H] (columns < H), and *this row range's* dw [C,H] and
+    db [C] (overwritten, not accumulated). The gradients are of the mean loss over ``B`` rows.
+    Inner loops run over contiguous ``H`` so they vectorise without reassociation.
+    """
+    B = labels.shape[0]
+    C, H = w.shape
+    inv_b = 1.0 / B
+    loss = 0.0
+    correct = 0
+    for r in range(lo, hi):
+        best = 0
+        for c in range(C):
+            s = b[c]
+            for j in range(H):
+                s += h[r, j] * w[c, j]
+            logits[r, c] = s
+            if s > logits[r, best]:
+                best = c
+        lab = labels[r]
+        if best == lab:
+            correct += 1
+        mx = logits[r, best]
+        z = 0.0
+        for c in range(C):
+            z += math.exp(logits[r, c] - mx)
+        log_z = math.log(z)
+        loss += log_z - (logits[r, lab] - mx)
+        if want_grad:
+            for c in range(C):
+                p = math.exp(logits[r, c] - mx - log_z)
+                dlogits[r, c] = (p - (1.0 if c == lab else 0.0)) * inv_b
+    if want_grad:
+        for c in range(C):
+            for j in range(H):
+                dw[c, j] = 0
+            db[c] = 0
+        for r in range(lo, hi):
+            for j in range(H):
+                dh[r, j] = 0
+            for c in range(C):
+                d = dlogits[r, c]
+                db[c] += d
+                for j in range(H):
+                    dh[r, j] += d * w[c, j]
+                    dw[c, j] += d * h[r, j]
+    return loss, correct
 
 
 @njit(**JIT_OPTIONS)
@@ -39,50 +92,18 @@ def dense_xent_kernel(h, w, b, labels, logits, dlogits, dh, dw, db, want_grad):
     h [B,H], w [C,H], b [C], labels [B]; writes logits [B,C] and, if ``want_grad``, dlogits [B,C],
     dh [B,H], dw [C,H], db [C]. ``loss`` is the batch mean (float64), ``correct`` a count.
     """
-    B, H = h.shape
-    C = w.shape[0]
-    inv_b = 1.0 / B
-    loss = 0.0
-    correct = 0
-    for r in range(B):
-        best = 0
-        for c in range(C):
-            s = b[c]
-            for j in range(H):
-                s += h[r, j] * w[c, j]
-            logits[r, c] = s
-            if s > logits[r, best]:
-                best = c
-        if best == labels[r]:
-            correct += 1
-        mx = logits[r, best]
-        z = 0.0
-        for c in range(C):
-            z += math.exp(logits[r, c] - mx)
-        log_z = math.log(z)
-        loss += log_z - (logits[r, labels[r]] - mx)
-        if want_grad:
-            for c in range(C):
-                p = math.exp(logits[r, c] - mx - log_z)
-                dlogits[r, c] = (p - (1.0 if c == labels[r] else 0.0)) * inv_b
-    if want_grad:
-        for r in range(B):
-            for j in range(H):
-                s = dh.dtype.type(0)
-                for c in range(C):
-                    s += dlogits[r, c] * w[c, j]
-                dh[r, j] = s
-        for c in range(C):
-            sb = db.dtype.type(0)
-            for r in range(B):
-                sb += dlogits[r, c]
-            db[c] = sb
-            for j in range(H):
-                s = dw.dtype.type(0)
-                for r in range(B):
-                    s += dlogits[r, c] * h[r, j]
-                dw[c, j] = s
-    return loss * inv_b, correct
+    loss, correct = _head_rows(h, w, b, labels, logits, dlogits, dh, dw, db, want_grad, 0,
+                               labels.shape[0])
+    return loss / labels.shape[0], correct
+
+
+@njit(inline="always")
+def _adam1(param, m, v, i, g, b1, b2, one, c1, c2, a, e):
+    mi = b1 * m[i] + (one - b1) * g
+    vi = b2 * v[i] + (one - b2) * g * g
+    m[i] = mi
+    v[i] = vi
+    param[i] -= a * (mi / c1) / (np.sqrt(vi / c2) + e)
 
 
 @njit(**JIT_OPTIONS)
@@ -91,20 +112,10 @@ def adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps):
 
     Arithmetic in the buffers' dtype, like the reference (scalars rounded to it first).
     """
-    one = param.dtype.type(1)
-    b1 = param.dtype.type(beta1)
-    b2 = param.dtype.type(beta2)
-    c1 = param.dtype.type(1 - beta1 ** step)
-    c2 = param.dtype.type(1 - beta2 ** step)
-    a = param.dtype.type(lr)
-    e = param.dtype.type(eps)
+    f = param.dtype.type
     for i in range(param.shape[0]):
-        g = grad[i]
-        mi = b1 * m[i] + (one - b1) * g
-        vi = b2 * v[i] + (one - b2) * g * g
-        m[i] = mi
-        v[i] = vi
-        param[i] -= a * (mi / c1) / (np.sqrt(vi / c2) + e)
+        _adam1(param, m, v, i, grad[i], f(beta1), f(beta2), f(1), f(1 - beta1 ** step),
+               f(1 - beta2 ** step), f(lr), f(eps))
 
 
 @njit(**JIT_OPTIONS)
@@ -127,6 +138,101 @@ def pack_kernel(params, layout, H, wih_t, whh_t, bias, wih_p, whh_p):
                 w = params[o_hh + j * H + i]
                 whh_t[k, i, j] = w
                 whh_p[k, j, i] = w
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, train,
+                wih_t, whh_t, bias, wih_p, whh_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz,
+                row, part_ih, part_hh, part_b, part_w, part_bo, logits, dlogits, lengths,
+                chunk_loss, chunk_correct):
+    """The whole classifier step in one call: forward, head, and if ``train`` BPTT and Adam.
+
+    xs [T,B,I] (a time-major view of the batch-major x)   labels [B] int64   layout [L,4] int64
+    out_offsets [2] int64 (w_out, b_out)   hyper [4] float64 (lr, beta1, beta2, eps)   step >= 1
+    params, m, v [P] (updated in place if ``train``; must not alias each other).
+    Workspaces (see ``ClassifierStep``): ys [L,T,B,HP] per-layer outputs, dxy [2,T,B,HP],
+    part_* [NC,...] per-chunk partial gradients, chunk_loss [NC] float64, chunk_correct [NC].
+    Returns ``(sum of row losses, correct count)``; logits [B,C] are left in ``logits``.
+
+    Launch: 1 serial pack, 1 prange over NC chunks of CHUNK rows (each chunk runs its rows
+    through every layer forward, the head, and every layer backward, writing only its own rows
+    and its own ``part_*[c]``), 1 prange over gradient rows that sums the chunks in chunk order
+    and applies Adam to that row. Chunking depends on B only: results are bitwise identical for
+    any thread count.
+    """
+    T, B, _ = xs.shape
+    L = layout.shape[0]
+    H = h_n.shape[2]
+    C = logits.shape[1]
+    o_w, o_b = out_offsets[0], out_offsets[1]
+    pack_kernel(params, layout, H, wih_t, whh_t, bias, wih_p, whh_p)
+    w_out = params[o_w:o_w + C * H].reshape((C, H))
+    b_out = params[o_b:o_b + C]
+    nc = rnn_cpu.num_chunks_k(B)
+    for c in prange(nc):
+        lo = c * rnn_cpu.CHUNK
+        hi = min(B, lo + rnn_cpu.CHUNK)
+        for k in range(L):
+            I = layout[k, 3]
+            inp = xs if k == 0 else ys[k - 1, :, :, :H]
+            rnn_cpu._forward_chunk(inp, h0, wih_t[k, :I], whh_t[k], bias[k], lengths,
+                                   ys[k, :, :, :H], h_n[k], hbuf, lo, hi)
+        loss, correct = _head_rows(h_n[L - 1], w_out, b_out, labels, logits, dlogits, dh_top,
+                                   part_w[c], part_bo[c], train, lo, hi)
+        chunk_loss[c] = loss
+        chunk_correct[c] = correct
+        if train:
+            for k in range(L - 1, -1, -1):
+                I = layout[k, 3]
+                inp = xs if k == 0 else ys[k - 1, :, :, :H]
+                dy = dxy[(k + 1) & 1, :, :, :H]
+                rnn_cpu._backward_chunk(dy, dh_top if k == L - 1 else h0, wih_p[k], whh_p[k],
+                                        ys[k, :, :, :H], lengths, dxy[k & 1, :, :, :I], dh0,
+                                        dhbuf, dz, row, k < L - 1, k > 0, lo, hi)
+                rnn_cpu._weight_grads_chunk(inp, h0, ys[k, :, :, :H], dz, part_ih[c, k, :I],
+                                            part_hh[c, k], part_b[c, k], lo, hi)
+    loss = 0.0
+    correct = 0
+    for c in range(nc):
+        loss += chunk_loss[c]
+        correct += chunk_correct[c]
+    if train:
+        f = params.dtype.type
+        lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
+        b1, b2, one, a, e = f(beta1), f(beta2), f(1), f(lr), f(eps)
+        c1, c2 = f(1 - beta1 ** step), f(1 - beta2 ** step)
+        # one gradient row per iteration: (layer k, unit j) -> w_ih[j,:], w_hh[j,:], b[j];
+        # the last iteration is the dense head (w_out, b_out)
+        for r in prange(L * H + 1):
+            if r < L * H:
+                k, j = r // H, r % H
+                o_ih, o_hh, o_bk, I = layout[k, 0], layout[k, 1], layout[k, 2], layout[k, 3]
+                for i in range(I):
+                    g = part_ih[0, k, i, j]
+                    for cc in range(1, nc):
+                        g += part_ih[cc, k, i, j]
+                    _adam1(params, m, v, o_ih + j * I + i, g, b1, b2, one, c1, c2, a, e)
+                for i in range(H):
+                    g = part_hh[0, k, i, j]
+                    for cc in range(1, nc):
+                        g += part_hh[cc, k, i, j]
+                    _adam1(params, m, v, o_hh + j * H + i, g, b1, b2, one, c1, c2, a, e)
+                g = part_b[0, k, j]
+                for cc in range(1, nc):
+                    g += part_b[cc, k, j]
+                _adam1(params, m, v, o_bk + j, g, b1, b2, one, c1, c2, a, e)
+            else:
+                for cl in range(C):
+                    for j in range(H):
+                        g = part_w[0, cl, j]
+                        for cc in range(1, nc):
+                            g += part_w[cc, cl, j]
+                        _adam1(params, m, v, o_w + cl * H + j, g, b1, b2, one, c1, c2, a, e)
+                    g = part_bo[0, cl]
+                    for cc in range(1, nc):
+                        g += part_bo[cc, cl]
+                    _adam1(params, m, v, o_b + cl, g, b1, b2, one, c1, c2, a, e)
+    return loss, correct
 
 
 def dense_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -157,7 +263,8 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
 
 
 class ClassifierStep:
-    """Workspaces and calls for one classifier shape at one (batch, steps); reused every step.
+    """Workspaces for one classifier shape at one (batch, steps), reused every step; each
+    operation is one call of :func:`step_kernel`.
 
     Parameters
     ----------
@@ -172,84 +279,55 @@ class ClassifierStep:
         self.layout = np.ascontiguousarray(layout, dtype=np.int64)
         L = self.layout.shape[0]
         H, C, B, T = hidden_size, num_classes, batch, steps
-        self.H, self.C, self.L = H, C, L
-        self.o_w, self.o_b = out_offsets
+        self.out_offsets = np.array(out_offsets, np.int64)
         dt = np.dtype(dtype)
         HP = rnn_cpu.padded(H)
         imax = int(self.layout[:, 3].max())
         ipmax = rnn_cpu.padded(imax)
         nc = rnn_cpu.num_chunks(B)
         z = np.zeros
-        self.wih_t, self.whh_t = z((L, imax, HP), dt), z((L, H, HP), dt)
-        self.bias, self.wih_p, self.whh_p = z((L, HP), dt), z((L, H, ipmax), dt), z((L, H, HP), dt)
-        self.lengths = np.full(B, T, np.int32)
-        self.ys = z((L, T, B, HP), dt)       # each layer's output, time-major, padded rows
-        self.h_n = z((L, B, H), dt)
-        self.hbuf = z((2, B, HP), dt)
-        self.h0 = z((B, H), dt)              # zero initial state / zero dh_n below the top
-        self.dh_top = z((B, H), dt)
-        self.dxy = z((2, T, B, HP), dt)      # dx of layer k = dy of layer k-1, alternating
-        self.dh0 = z((B, H), dt)
-        self.dhbuf = z((2, B, HP), dt)
-        self.dz = z((T, B, HP), dt)          # padding columns stay zero
-        self.row = z((B, max(ipmax, HP)), dt)
-        self.part_ih = z((nc, imax, HP), dt)
-        self.part_hh = z((nc, H, HP), dt)
-        self.part_b = z((nc, HP), dt)
-        self.logits, self.dlogits = z((B, C), dt), z((B, C), dt)
+        self.ws = (
+            z((L, imax, HP), dt), z((L, H, HP), dt), z((L, HP), dt),   # wih_t, whh_t, bias
+            z((L, H, ipmax), dt), z((L, H, HP), dt),                   # wih_p, whh_p
+            z((L, T, B, HP), dt),       # ys: each layer's output, time-major, padded rows
+            z((L, B, H), dt),           # h_n
+            z((2, B, HP), dt),          # hbuf
+            z((B, H), dt),              # h0: zero initial state / zero dh_n below the top
+            z((B, H), dt),              # dh_top
+            z((2, T, B, HP), dt),       # dxy: dx of layer k = dy of layer k-1, alternating
+            z((B, H), dt),              # dh0
+            z((2, B, HP), dt),          # dhbuf
+            z((T, B, HP), dt),          # dz (padding columns stay zero)
+            z((B, max(ipmax, HP)), dt),  # row
+            z((nc, L, imax, HP), dt),   # part_ih
+            z((nc, L, H, HP), dt),      # part_hh
+            z((nc, L, HP), dt),         # part_b
+            z((nc, C, H), dt),          # part_w
+            z((nc, C), dt),             # part_bo
+        )
+        self.logits = z((B, C), dt)
+        self.ws_tail = (self.logits, z((B, C), dt), np.full(B, T, np.int32), z(nc, np.float64),
+                        z(nc, np.int64))
+        self.hyper = np.zeros(4, np.float64)
         self.no_labels = z(B, np.int64)
-        self.grad = z(num_params, dt)
 
-    def _forward(self, params, x):
-        H, L = self.H, self.L
-        pack_kernel(params, self.layout, H, self.wih_t, self.whh_t, self.bias, self.wih_p,
-                    self.whh_p)
-        inp = x.swapaxes(0, 1)
-        for k in range(L):
-            I = int(self.layout[k, 3])
-            y = self.ys[k, :, :, :H]
-            rnn_cpu.forward_kernel(inp, self.h0, self.wih_t[k, :I], self.whh_t[k], self.bias[k],
-                                   self.lengths, y, self.h_n[k], self.hbuf)
-            inp = y
-        C = self.C
-        w_out = params[self.o_w:self.o_w + C * H].reshape(C, H)
-        b_out = params[self.o_b:self.o_b + C]
-        return w_out, b_out
+    def _run(self, params, m, v, step, x, labels, train):
+        loss, correct = step_kernel(params, m, v, x.swapaxes(0, 1), labels, self.layout,
+                                    self.out_offsets, self.hyper, step, train, *self.ws,
+                                    *self.ws_tail)
+        B = x.shape[0]
+        return loss / B, correct / B
 
     def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
         """Forward, xent, BPTT, dense grads and Adam; updates params, m, v; returns (loss, acc)."""
-        H, L, C, g = self.H, self.L, self.C, self.grad
-        w_out, b_out = self._forward(params, x)
-        B = x.shape[0]
-        loss, correct = dense_xent_kernel(
-            self.h_n[L - 1], w_out, b_out, labels, self.logits, self.dlogits, self.dh_top,
-            g[self.o_w:self.o_w + C * H].reshape(C, H), g[self.o_b:self.o_b + C], True)
-        xs = x.swapaxes(0, 1)
-        for k in range(L - 1, -1, -1):
-            o_ih, o_hh, o_b, I = (int(a) for a in self.layout[k])
-            inp = xs if k == 0 else self.ys[k - 1, :, :, :H]
-            dy = self.dxy[(k + 1) & 1, :, :, :H]
-            dx = self.dxy[k & 1, :, :, :I]
-            rnn_cpu.backward_kernel(
-                dy, self.dh_top if k == L - 1 else self.h0, inp, self.h0, self.wih_p[k],
-                self.whh_p[k], self.ys[k, :, :, :H], self.lengths, dx, self.dh0,
-                g[o_ih:o_ih + H * I].reshape(H, I), g[o_hh:o_hh + H * H].reshape(H, H),
-                g[o_b:o_b + H], self.dhbuf, self.dz, self.row, self.part_ih[:, :I],
-                self.part_hh, self.part_b, k < L - 1, k > 0)
-        adam_kernel(params, g, m, v, step, lr, beta1, beta2, eps)
-        return float(loss), correct / B
+        self.hyper[:] = (lr, beta1, beta2, eps)
+        return self._run(params, m, v, step, x, labels, True)
 
     def predict(self, params, x):
         """Logits [B,C] (a fresh array)."""
-        w_out, b_out = self._forward(params, x)
-        dense_xent_kernel(self.h_n[self.L - 1], w_out, b_out, self.no_labels, self.logits,
-                          self.logits, self.dh_top, w_out, b_out, False)
+        self._run(params, params, params, 1, x, self.no_labels, False)
         return self.logits.copy()
 
     def evaluate(self, params, x, labels):
         """(loss, acc) without updating anything."""
-        w_out, b_out = self._forward(params, x)
-        loss, correct = dense_xent_kernel(self.h_n[self.L - 1], w_out, b_out, labels,
-                                          self.logits, self.logits, self.dh_top, w_out, b_out,
-                                          False)
-        return float(loss), correct / x.shape[0]
+        return self._run(params, params, params, 1, x, labels, False)

@@ -21,7 +21,13 @@ from fastrnn.cells import (
     static_rnn,
 )
 from fastrnn.params import ModelSpec, init_params, views
-from tests.tolerances import FINITE_DIFF, KERNEL_F64, assert_close
+from tests.tolerances import (
+    FINITE_DIFF,
+    KERNEL_F32_BACKWARD,
+    KERNEL_F32_FORWARD,
+    KERNEL_F64,
+    assert_close,
+)
 
 HAVE_CPU = importlib.util.find_spec("fastrnn.backends.cpu") is not None
 
@@ -32,9 +38,19 @@ BACKENDS = [
 ]
 
 
+def precision(backend):
+    """(dtype, forward tol, backward tol): the cuda backend computes in float32 only."""
+    if backend == "cuda":
+        return "float32", KERNEL_F32_FORWARD, KERNEL_F32_BACKWARD
+    return "float64", KERNEL_F64, KERNEL_F64
+
+
 def dev(a, backend):
-    """``a`` on the backend's device (CuPy for cuda)."""
-    if backend != "cuda" or a is None:
+    """``a`` on the backend's device (CuPy for cuda) in the backend's dtype."""
+    if a is None:
+        return a
+    a = a.astype(precision(backend)[0])
+    if backend != "cuda":
         return a
     import cupy
 
@@ -42,7 +58,14 @@ def dev(a, backend):
 
 
 def host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+    """A float64 NumPy copy."""
+    return (a.get() if hasattr(a, "get") else np.asarray(a)).astype(np.float64)
+
+
+def rounded(backend, *arrays):
+    """Arrays rounded to the backend's dtype, back in float64 (the reference's exact inputs)."""
+    dt = precision(backend)[0]
+    return [None if a is None else a.astype(dt).astype(np.float64) for a in arrays]
 
 
 def rand(rng, *shape):
@@ -71,20 +94,22 @@ def check_grads(name, g_ref, g, tol):
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_dynamic_rnn_one_cell_matches_reference(backend, time_major, with_lengths, with_h0):
     x, lengths, h0s, dy, dhs = case(time_major, with_lengths, with_h0)
-    cell = BasicRNNCell(6, seed=1, dtype="float64")
+    dt, fwd, bwd = precision(backend)
+    cell = BasicRNNCell(6, seed=1, dtype=dt)
     h0 = None if h0s is None else h0s[0]
+    x, h0, dy, dh = rounded(backend, x, h0, dy, dhs[0])
     out, state, tape = dynamic_rnn(cell, dev(x, backend), lengths, dev(h0, backend), time_major,
                                    return_tape=True, backend=backend)
     w_ih, w_hh, b = (host(a) for a in cell.get_weights())
     y_ref, h_ref = ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
-    assert_close("outputs", y_ref, host(out), KERNEL_F64)
-    assert_close("state", h_ref, host(state), KERNEL_F64)
-    g = tape.backward(dev(dy, backend), dev(dhs[0], backend))
-    dx, dh0, *dw = ref.rnn_backward(dy, dhs[0], x, h0, w_ih, w_hh, y_ref, lengths, time_major)
-    assert_close("d_inputs", dx, host(g.inputs), KERNEL_F64)
-    assert_close("d_initial_state", dh0, host(g.initial_state), KERNEL_F64)
-    check_grads("cell", dw, g.weights[cell], KERNEL_F64)
-    check_grads("cell.grads", dw, cell.grads, KERNEL_F64)
+    assert_close("outputs", y_ref, host(out), fwd)
+    assert_close("state", h_ref, host(state), fwd)
+    g = tape.backward(dev(dy, backend), dev(dh, backend))
+    dx, dh0, *dw = ref.rnn_backward(dy, dh, x, h0, w_ih, w_hh, y_ref, lengths, time_major)
+    assert_close("d_inputs", dx, host(g.inputs), bwd)
+    assert_close("d_initial_state", dh0, host(g.initial_state), bwd)
+    check_grads("cell", dw, g.weights[cell], bwd)
+    check_grads("cell.grads", dw, cell.grads, bwd)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -92,7 +117,10 @@ def test_dynamic_rnn_one_cell_matches_reference(backend, time_major, with_length
 def test_multi_rnn_cell_separate_weights_matches_stack_reference(backend, time_major):
     Hs = (5, 3, 6)  # different sizes per layer, as TF allows
     x, lengths, h0s, dy, dhs = case(time_major, True, True, Hs=Hs)
-    cells = [BasicRNNCell(H, seed=k, dtype="float64") for k, H in enumerate(Hs)]
+    dt, fwd, bwd = precision(backend)
+    x, dy, *h0s = rounded(backend, x, dy, *h0s)
+    dhs = rounded(backend, *dhs)
+    cells = [BasicRNNCell(H, seed=k, dtype=dt) for k, H in enumerate(Hs)]
     multi = MultiRNNCell(cells)
     h0s[1] = None  # None entries mean zeros
     out, state, tape = dynamic_rnn(multi, dev(x, backend), lengths,
@@ -108,10 +136,10 @@ def test_multi_rnn_cell_separate_weights_matches_stack_reference(backend, time_m
         ys.append(y)
         hs.append(h)
         inp = y
-    assert_close("outputs", ys[-1], host(out), KERNEL_F64)
+    assert_close("outputs", ys[-1], host(out), fwd)
     assert isinstance(state, tuple) and len(state) == 3
     for k in range(3):
-        assert_close(f"state[{k}]", hs[k], host(state[k]), KERNEL_F64)
+        assert_close(f"state[{k}]", hs[k], host(state[k]), fwd)
     g = tape.backward(dev(dy, backend), [dev(d, backend) for d in dhs])
     d_out = dy
     for k in reversed(range(3)):
@@ -119,9 +147,9 @@ def test_multi_rnn_cell_separate_weights_matches_stack_reference(backend, time_m
         inp = x if k == 0 else ys[k - 1]
         d_out, dh0, *dw = ref.rnn_backward(d_out, dhs[k], inp, h0_ref[k], w_ih, w_hh, ys[k],
                                            lengths, time_major)
-        assert_close(f"d_initial_state[{k}]", dh0, host(g.initial_state[k]), KERNEL_F64)
-        check_grads(f"cells[{k}]", dw, g.weights[cells[k]], KERNEL_F64)
-    assert_close("d_inputs", d_out, host(g.inputs), KERNEL_F64)
+        assert_close(f"d_initial_state[{k}]", dh0, host(g.initial_state[k]), bwd)
+        check_grads(f"cells[{k}]", dw, g.weights[cells[k]], bwd)
+    assert_close("d_inputs", d_out, host(g.inputs), bwd)
 
 
 def test_multi_rnn_cell_shared_weights_match_stack_reference_summed():
