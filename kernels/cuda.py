@@ -123,12 +123,35 @@ def forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n):
              _i32(sy_b), _i32(sy_t), _i32(sy_b), _i32(sy_t), _i32(spb), _i32(w_in_smem)))
 
 
+def weight_grads_into(dz, x, y, h0, time_major, dw_ih, dw_hh, db, part=None):
+    """``rnn_wgrad_partial`` then ``rnn_wgrad_reduce``: ``dw_ih``, ``dw_hh``, ``db`` from ``dz``
+    (layout of ``y``), ``x`` and ``y``; ``h0`` may be None. ``part``: float32 scratch of at least
+    ``cuda_launch.wgrad_part_size(B, T, I, H)`` elements (allocated here when None)."""
+    if time_major:
+        T, B, I = x.shape
+    else:
+        B, T, I = x.shape
+    H = dz.shape[-1]
+    if part is None:
+        part = _cupy().empty(L.wgrad_part_size(B, T, I, H), dtype=np.float32)
+    sx_b, sx_t = L.seq_strides(B, T, I, time_major)
+    sy_b, sy_t = L.seq_strides(B, T, H, time_major)
+    rpb, chunk = L.wgrad_plan(B, T, I, H)
+    _launch("rnn_backward.cu", "rnn_wgrad_partial", L.wgrad_partial_launch(B, T, I, H),
+            (dz, x, y, _p(h0), part, _i32(B), _i32(T), _i32(I), _i32(H), _i32(sx_b),
+             _i32(sx_t), _i32(sy_b), _i32(sy_t), _i32(rpb), _i32(chunk)))
+    _launch("rnn_backward.cu", "rnn_wgrad_reduce", L.wgrad_reduce_launch(I, H),
+            (part, dw_ih, dw_hh, db, _i32(L.wgrad_blocks(B, T, I, H)), _i32(I), _i32(H)))
+
+
 def backward_into(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
-                  dz, dx, dh0, dw_ih, dw_hh, db):
-    """BPTT of one layer into caller-owned buffers (two launches on the fast path).
+                  dz, dx, dh0, dw_ih, dw_hh, db, wg_part=None):
+    """BPTT of one layer into caller-owned buffers (three launches on the fast path).
 
     ``dy``, ``dh_n``, ``h0``, ``lengths`` may be None; ``dx`` None skips the input gradient.
-    ``dz`` (layout of ``y``) is scratch that the weight-gradient kernel reads; it may be ``dy``.
+    ``dz`` (layout of ``y``) is scratch that the weight-gradient kernels read; it may be ``dy``.
+    ``wg_part``: the weight-gradient scratch (see :func:`weight_grads_into`), for H <= 32; pass a
+    preallocated one when capturing a CUDA graph.
     """
     cp = _cupy()
     if time_major:
@@ -152,10 +175,8 @@ def backward_into(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
                  _i32(sy_b), _i32(sy_t), _i32(spb), _i32(w_in_smem)))
     if dx is not None and not fused_dx:
         cp.matmul(dz.reshape(-1, H), w_ih, out=dx.reshape(-1, I))
-    if L.use_warp_path(H):  # small: one kernel, capturable in the CUDA graph
-        _launch("rnn_backward.cu", "rnn_weight_grads", L.wgrad_launch(I, H),
-                (dz, x, y, _p(h0), dw_ih, dw_hh, db, _i32(B), _i32(T), _i32(I), _i32(H),
-                 _i32(sx_b), _i32(sx_t), _i32(sy_b), _i32(sy_t)))
+    if L.use_warp_path(H):  # small: two kernels, capturable in the CUDA graph
+        weight_grads_into(dz, x, y, h0, time_major, dw_ih, dw_hh, db, wg_part)
     else:
         _weight_grads_gemm(dz, x, h0, y, time_major, dw_ih, dw_hh, db)
 

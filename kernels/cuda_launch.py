@@ -49,12 +49,20 @@ Entry points (``extern "C"``)
         any H <= 1024; as rnn_bwd_warp without dx (the launcher does dx = dz @ W_ih as a GEMM).
                                                                         launch: bwd_block_launch
 
-    void rnn_weight_grads(const float* dz, const float* x, const float* y, const float* h0,
-                          float* dw_ih, float* dw_hh, float* db,
-                          int B, int T, int I, int H, int sx_b, int sx_t, int sy_b, int sy_t)
-        dz, y [.., H] (strides sy); x [.., I] (strides sx); h0 [B,H] nullable; outputs
-        dw_ih [H,I], dw_hh [H,H], db [H] (overwritten, not accumulated).
-                                                                        launch: wgrad_launch
+    void rnn_wgrad_partial(const float* dz, const float* x, const float* y, const float* h0,
+                           float* part, int B, int T, int I, int H,
+                           int sx_b, int sx_t, int sy_b, int sy_t,
+                           int rows_per_block, int chunk_rows)
+        dz, y [.., H] (strides sy); x [.., I] (strides sx); h0 [B,H] nullable; part [G, H*J]
+        out (J = I+H+1, G = grid x): block g's sum over rows n = b*T+t in
+        [g*rows_per_block, (g+1)*rows_per_block) of dz_t[i] * (x_t | h_{t-1} | 1)[c] at i*J + c.
+        rows_per_block, chunk_rows from wgrad_plan; part holds wgrad_part_size floats.
+                                                                        launch: wgrad_partial_launch
+
+    void rnn_wgrad_reduce(const float* part, float* dw_ih, float* dw_hh, float* db,
+                          int G, int I, int H)
+        part [G, H*J] from rnn_wgrad_partial; outputs dw_ih [H,I], dw_hh [H,H], db [H]
+        (overwritten, not accumulated), each the in-order sum over g.   launch: wgrad_reduce_launch
 
 ``classifier.cu``::
 
@@ -86,17 +94,20 @@ from typing import NamedTuple
 #: every ``extern "C"`` entry point, by source file (the compile test checks each is built)
 ENTRY_POINTS = {
     "rnn_forward.cu": ("rnn_fwd_warp", "rnn_fwd_block"),
-    "rnn_backward.cu": ("rnn_bwd_warp", "rnn_bwd_block", "rnn_weight_grads"),
+    "rnn_backward.cu": ("rnn_bwd_warp", "rnn_bwd_block", "rnn_wgrad_partial",
+                        "rnn_wgrad_reduce"),
     "classifier.cu": ("dense_xent_rows", "dense_grads_reduce", "adam_update"),
 }
 #: entry points whose register use matters most: no spills, no local-memory stack frame
 HOT_KERNELS = ("rnn_fwd_warp", "rnn_bwd_warp", "rnn_fwd_block", "rnn_bwd_block",
-               "rnn_weight_grads")
+               "rnn_wgrad_partial")
 
 #: hidden sizes up to this run on the one-warp-per-sequence path (a W_hh row per lane)
 WARP_MAX_H = 32
 #: input sizes up to this are projected inside the warp kernels (a W_ih row per lane)
 WARP_MAX_I = 32
+#: most warps (sequences) per block on the warp path; must equal WARP_MAX_WPB in common.cuh
+WARP_MAX_WPB = 4
 #: largest H of the general (block) path: one thread per hidden unit
 BLOCK_MAX_H = 1024
 #: sequences per block on the general path; must equal BLK_MAX_SEQ in common.cuh
@@ -110,10 +121,11 @@ SMEM_OPTIN_LIMIT = 227 * 1024
 BLOCK_MAX_KSPLIT = 4
 #: SM count used to size grids (H200: 132; a guess elsewhere only changes speed)
 NUM_SMS = 132
-#: weight-grad kernel: output tile (rows, columns) per block (WG_TR, WG_TC in rnn_backward.cu)
-WGRAD_TILE = (4, 4)
-#: weight-grad kernel: threads per block, splitting the B*T sum (WG_THREADS in rnn_backward.cu)
+#: rnn_wgrad_partial: most threads per block, and most rows staged in shared memory at once
 WGRAD_THREADS = 256
+WGRAD_CHUNK = 32
+#: rnn_wgrad_reduce: warps per block splitting the partials (WGR_WARPS in rnn_backward.cu)
+WGRAD_REDUCE_WARPS = 8
 
 
 class Launch(NamedTuple):
@@ -143,8 +155,12 @@ def warps_per_block(B: int) -> int:
 
 
 def fwd_warp_launch(B: int, wpb: int | None = None) -> Launch:
-    """``rnn_fwd_warp``: one warp per sequence, ``wpb`` warps per block, no shared memory."""
+    """``rnn_fwd_warp``: one warp per sequence, ``wpb`` (<= :data:`WARP_MAX_WPB`) warps per block;
+    no dynamic shared memory (each warp's broadcast buffers are static, sized for
+    :data:`WARP_MAX_WPB` warps)."""
     wpb = wpb or warps_per_block(B)
+    if not 1 <= wpb <= WARP_MAX_WPB:
+        raise ValueError(f"warps per block: expected 1..{WARP_MAX_WPB}, got {wpb}")
     return Launch((_cdiv(B, wpb), 1, 1), (32 * wpb, 1, 1), 0)
 
 
@@ -198,12 +214,43 @@ def bwd_block_launch(B: int, H: int, spb: int, w_in_smem: int) -> Launch:
     return _block_launch(B, H, spb, w_in_smem)
 
 
-def wgrad_launch(I: int, H: int) -> Launch:
-    """``rnn_weight_grads``: output ``[H, I+H+1]`` (dw_ih | dw_hh | db) in tiles of
-    :data:`WGRAD_TILE` rows x columns, one block each; its :data:`WGRAD_THREADS` threads split the
-    ``B*T`` sum, then a fixed-order reduction in static shared memory."""
-    tr, tc = WGRAD_TILE
-    return Launch((_cdiv(I + H + 1, tc), _cdiv(H, tr), 1), (WGRAD_THREADS, 1, 1), 0)
+def wgrad_plan(B: int, T: int, I: int, H: int) -> tuple[int, int]:
+    """``(rows_per_block, chunk_rows)`` of ``rnn_wgrad_partial``: the ``B*T`` rows split over
+    about one block per SM, each block staging ``chunk_rows`` rows at a time in at most 48 KB of
+    shared memory."""
+    N = max(1, B * T)
+    rpb = _cdiv(N, NUM_SMS)
+    cap = SMEM_DEFAULT_LIMIT // (4 * (H + 8 * _cdiv(I + H + 1, 8)))
+    if cap < 1:
+        raise ValueError(f"rnn_wgrad_partial: I={I}, H={H} do not fit one row in shared memory")
+    return rpb, min(rpb, WGRAD_CHUNK, cap)
+
+
+def wgrad_blocks(B: int, T: int, I: int, H: int) -> int:
+    """``G``: the partial sums ``rnn_wgrad_partial`` writes (its grid's x size)."""
+    return _cdiv(max(1, B * T), wgrad_plan(B, T, I, H)[0])
+
+
+def wgrad_part_size(B: int, T: int, I: int, H: int) -> int:
+    """Floats of the scratch buffer ``part [G, H*(I+H+1)]``."""
+    return wgrad_blocks(B, T, I, H) * H * (I + H + 1)
+
+
+def wgrad_partial_launch(B: int, T: int, I: int, H: int) -> Launch:
+    """``rnn_wgrad_partial``: grid ``(G, Y)``: ``G`` row blocks (:func:`wgrad_plan`), ``Y`` blocks
+    of threads over the ``H * ceil(J/8)`` tasks (8 outputs each, ``J = I+H+1``); dynamic shared
+    ``sz [chunk][H]`` and ``sa [chunk][8*ceil(J/8)]``."""
+    _, chunk = wgrad_plan(B, T, I, H)
+    cg = _cdiv(I + H + 1, 8)
+    tasks = H * cg
+    threads = min(WGRAD_THREADS, 32 * _cdiv(tasks, 32))
+    return Launch((wgrad_blocks(B, T, I, H), _cdiv(tasks, threads), 1), (threads, 1, 1),
+                  4 * chunk * (H + 8 * cg))
+
+
+def wgrad_reduce_launch(I: int, H: int) -> Launch:
+    """``rnn_wgrad_reduce``: 32 outputs per block of :data:`WGRAD_REDUCE_WARPS` warps."""
+    return Launch((_cdiv(H * (I + H + 1), 32), 1, 1), (32 * WGRAD_REDUCE_WARPS, 1, 1), 0)
 
 
 #: dense_xent_rows: rows (warps) per block

@@ -12,10 +12,10 @@
 //
 // Kernels:
 //   rnn_bwd_warp     H <= 32: one warp per sequence, lane j keeps column j of W_hh (and, when dx
-//                    is wanted, I <= 32, column j of W_ih) in registers; dz_t is broadcast with
-//                    __shfl_sync and each shuffled value feeds both dh and dx, so dx is nearly
-//                    free. Per step: 32 shuffles + 64 FMA; no barrier. y and dy are read 8 steps
-//                    ahead (register rings).
+//                    is wanted, I <= 32, column j of W_ih) in registers; dz_t goes through a
+//                    per-warp shared buffer (one STS + __syncwarp, then 8 broadcast LDS.128) and
+//                    each value feeds both dh and dx, so dx is nearly free. Per step: 8 LDS.128 +
+//                    64 FMA; no block barrier. y and dy are read 8 steps ahead (register rings).
 //                    launch: cuda_launch.bwd_warp_launch(B) (grid ceil(B/wpb), block 32*wpb).
 //   rnn_bwd_block    any H <= 1024: seq_per_block sequences per block, thread k owns unit k
 //                    (block_ksplit(H) slices of threads split each unit's dot product);
@@ -23,12 +23,16 @@
 //                    per step; W_hh (row-major, read w_hh[i*H + k]: coalesced over k) staged in
 //                    shared memory when it fits. dx = dz W_ih is a GEMM after the launch.
 //                    launch: cuda_launch.bwd_block_launch(B, H, *block_plan(B, H)).
-//   rnn_weight_grads dW_ih | dW_hh | db as one [H, I+H+1] output, each element a fixed-order sum
-//                    over the B*T (b, t) pairs: deterministic, no atomics. Block: a WG_TR x WG_TC
-//                    output tile, its WG_THREADS threads splitting the (b, t) pairs, then a
-//                    fixed-order reduction in shared memory. The launcher uses it for H <= 32
-//                    (where it runs inside the CUDA graph); larger layers use cuBLAS GEMMs.
-//                    launch: cuda_launch.wgrad_launch(I, H).
+//   rnn_wgrad_partial + rnn_wgrad_reduce
+//                    dW_ih | dW_hh | db as one [H, I+H+1] output summed over the B*T (b, t) rows
+//                    in two launches: blocks over chunks of rows (split-K), each staging its
+//                    rows in shared memory with coalesced loads and writing one partial [H, J]
+//                    to a scratch buffer; then one thread per output adds the partials in a fixed
+//                    order. Deterministic, no atomics. (The one-launch tiled version before it
+//                    read 32 different 124-byte rows per warp load: 11.1 us at the showcase
+//                    size.) The launcher uses them for H <= 32 (inside the CUDA graph); larger
+//                    layers use cuBLAS GEMMs. launch: cuda_launch.wgrad_partial_launch(B, T, I,
+//                    H) and cuda_launch.wgrad_reduce_launch(I, H); scratch: wgrad_part_size.
 //
 // Checked by: pytest tests/test_cuda_compile.py, pytest -m cuda_emu tests/test_cuda_emu.py,
 // pytest -m gpu tests/test_kernels_gpu.py; timed by bench/gpu_check.sh.
@@ -37,11 +41,8 @@
 // Steps of y and dy that rnn_bwd_warp keeps in flight (register rings).
 #define BWD_PF 8
 
-// Output tile (rows x columns) and threads per block of rnn_weight_grads; must equal
-// cuda_launch.WGRAD_TILE and cuda_launch.WGRAD_THREADS.
-#define WG_TR 4
-#define WG_TC 4
-#define WG_THREADS 256
+// Warps per block of rnn_wgrad_reduce; must equal cuda_launch.WGRAD_REDUCE_WARPS.
+#define WGR_WARPS 8
 
 // dy [.., H] nullable, strides sy; dh_n [B,H] nullable; w_ih [H,I] (nullable when dx is NULL);
 // w_hh [H,H]; y [.., H] strides sy; lengths [B] nullable; dz [.., H] out, strides sy, may alias
@@ -79,6 +80,12 @@ extern "C" __global__ void rnn_bwd_warp(
         if (want_dx && lane < I) dx[xo + (long long)t * sx_t + lane] = 0.f;
     }
 
+    // dz_t of this warp, double buffered, read back as broadcast 16-byte loads (8 LDS.128 give a
+    // lane all 32 values; the shuffle version needed 32 shuffles per step).
+    __shared__ __align__(16) float zsh[WARP_MAX_WPB][2 * 32];
+    float* zs = zsh[threadIdx.x >> 5];
+    int p = 0;
+
     // y and dy are read BWD_PF steps ahead in register rings (step i of the loop is t = len-1-i):
     // a step is ~100 ns, an L2/DRAM load ~0.5-1 us.
     const bool has_dy = dy != nullptr;
@@ -105,17 +112,26 @@ extern "C" __global__ void rnn_bwd_warp(
             const float d = (gr[i] + dh) * (1.f - yr[i] * yr[i]);  // 0 on lanes >= H
             // dz may alias dy: this lane read dy at this element BWD_PF steps ago, in gr.
             if (unit) dz[yo + (long long)t * sy_t + lane] = d;
-            float a0 = 0.f, a1 = 0.f, c0 = 0.f, c1 = 0.f;
+            // dz_t to the warp through shared memory: zs[p] was last read two steps ago,
+            // before the previous step's __syncwarp.
+            zs[p * 32 + lane] = d;
+            __syncwarp();
+            const f4* zv = reinterpret_cast<const f4*>(zs + p * 32);
+            p ^= 1;
+            float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f, c0 = 0.f, c1 = 0.f;
 #pragma unroll
-            for (int k = 0; k < 32; k += 2) {
-                const float d0 = __shfl_sync(FULL_MASK, d, k);
-                const float d1 = __shfl_sync(FULL_MASK, d, k + 1);
-                a0 += whc[k] * d0;
-                a1 += whc[k + 1] * d1;
-                c0 += wic[k] * d0;
-                c1 += wic[k + 1] * d1;
+            for (int k = 0; k < 8; ++k) {
+                const f4 v = zv[k];
+                a0 += whc[4 * k] * v.x;
+                a1 += whc[4 * k + 1] * v.y;
+                a2 += whc[4 * k + 2] * v.z;
+                a3 += whc[4 * k + 3] * v.w;
+                if (want_dx) {  // warp-uniform
+                    c0 += wic[4 * k] * v.x + wic[4 * k + 2] * v.z;
+                    c1 += wic[4 * k + 1] * v.y + wic[4 * k + 3] * v.w;
+                }
             }
-            dh = a0 + a1;
+            dh = (a0 + a1) + (a2 + a3);
             if (want_dx && lane < I) dx[xo + (long long)t * sx_t + lane] = c0 + c1;
         }
 #pragma unroll
@@ -234,81 +250,106 @@ extern "C" __global__ void __launch_bounds__(1024) rnn_bwd_block(
     }
 }
 
-// dz [.., H] and y [.., H] strides sy; x [.., I] strides sx; h0 [B,H] nullable (zeros).
-// Outputs (overwritten): dw_ih [H,I], dw_hh [H,H], db [H]. Column c of the combined output:
-// c < I -> x_t[c]; c < I+H -> h_{t-1}[c-I]; c == I+H -> 1 (bias).
+// dz [.., H] and y [.., H] strides sy; x [.., I] strides sx; h0 [B,H] nullable (zeros);
+// part [gridDim.x, H*J] out (J = I+H+1), overwritten. Row n = b*T + t of the sum has the operands
+// dz_t[i] and a[c] = x_t[c] (c < I), h_{t-1}[c-I] (c < I+H), 1 (c == I+H).
 //
-// Each block owns a WG_TR x WG_TC tile of the [H, I+H+1] output and reduces it over all B*T
-// (b, t) pairs with all WG_THREADS threads: thread i takes n = i, i + WG_THREADS, ... (n = b*T + t)
-// and keeps WG_TR*WG_TC partial sums in registers (per n: WG_TR + WG_TC independent loads,
-// WG_TR*WG_TC FMA), then a fixed-order reduction through shared memory and a width-16 butterfly:
-// deterministic. At B=128 T=28 I=28 H=31: 120 blocks, 14 (b, t) pairs per thread (unrolled by 4);
-// the old one-warp-per-column-chunk version summed 448 pairs serially (127 us on the H200).
-extern "C" __global__ void rnn_weight_grads(
+// Block (g, yb) sums rows [g*rows_per_block, (g+1)*rows_per_block) in chunks of chunk_rows:
+// each chunk of dz and a is staged in dynamic shared memory with coalesced loads (consecutive
+// threads take consecutive elements of a row: neighbouring rows are contiguous in the batch-major
+// layout), then thread task = yb*blockDim.x + tid owns output row i = task / CG and the 8 columns
+// cg, cg + CG, ..., cg + 7*CG (cg = task % CG, CG = ceil(J/8)): per staged row one broadcast read
+// of dz and 8 conflict-free reads of a for 8 FMA. Rows past the end are staged as zeros.
+// Deterministic: a fixed order within the block; rnn_wgrad_reduce adds the blocks in order.
+// Dynamic shared: sz [chunk_rows][H], then sa [chunk_rows][8*CG].
+// At B=128 T=28 I=28 H=31: 128 blocks of 28 rows, 256 threads (248 tasks), 10.5 KB shared.
+extern "C" __global__ void rnn_wgrad_partial(
     const float* __restrict__ dz, const float* __restrict__ x, const float* __restrict__ y,
-    const float* __restrict__ h0, float* __restrict__ dw_ih, float* __restrict__ dw_hh,
-    float* __restrict__ db, int B, int T, int I, int H, int sx_b, int sx_t, int sy_b, int sy_t)
+    const float* __restrict__ h0, float* __restrict__ part, int B, int T, int I, int H,
+    int sx_b, int sx_t, int sy_b, int sy_t, int rows_per_block, int chunk_rows)
 {
-    // part[o][i]: thread i's partial sum of tile output o; rows padded so that the reads below
-    // (o = tid / 16 and i = tid % 16 + 16 q) hit distinct banks.
-    __shared__ float part[WG_TR * WG_TC][WG_THREADS + 16];
-    const int tid = threadIdx.x;
-    const int row0 = blockIdx.y * WG_TR;
-    const int col0 = blockIdx.x * WG_TC;
+    extern __shared__ float smem[];
     const int J = I + H + 1;
+    const int CG = (J + 7) / 8, JP = 8 * CG;
+    const int R = chunk_rows;
+    float* sz = smem;           // [R][H]
+    float* sa = smem + R * H;   // [R][JP]
     const int N = B * T;
+    const int nb = blockIdx.x * rows_per_block;
+    const int ne = nb + rows_per_block < N ? nb + rows_per_block : N;
+    const int task = blockIdx.y * blockDim.x + threadIdx.x;
+    const bool owns = task < H * CG;
+    const int i = owns ? task / CG : 0, cg = task - (task / CG) * CG;
 
-    float acc[WG_TR][WG_TC];
+    float acc[8];
 #pragma unroll
-    for (int r = 0; r < WG_TR; ++r)
-#pragma unroll
-        for (int c = 0; c < WG_TC; ++c) acc[r][c] = 0.f;
+    for (int c = 0; c < 8; ++c) acc[c] = 0.f;
 
-    // Unrolled so that several pairs' loads are in flight at once (a serial loop waited ~0.5 us
-    // of L2 latency per pair: 15 us at 28 pairs per thread, measured).
+    for (int n0 = nb; n0 < ne; n0 += R) {
+        if (n0 != nb) __syncthreads();  // every thread is done reading the previous chunk
+        for (int e = threadIdx.x; e < R * H; e += blockDim.x) {
+            const int r = e / H, k = e - (e / H) * H, n = n0 + r;
+            sz[e] = n < ne ? dz[seq_off(n / T, n - (n / T) * T, sy_b, sy_t) + k] : 0.f;
+        }
+        for (int e = threadIdx.x; e < R * JP; e += blockDim.x) {
+            const int r = e / JP, c = e - (e / JP) * JP, n = n0 + r;
+            float v = 0.f;
+            if (n < ne) {
+                const int b = n / T, t = n - (n / T) * T;
+                if (c < I) v = x[seq_off(b, t, sx_b, sx_t) + c];
+                else if (c < I + H)
+                    v = t > 0 ? y[seq_off(b, t - 1, sy_b, sy_t) + (c - I)]
+                              : (h0 != nullptr ? h0[(long long)b * H + (c - I)] : 0.f);
+                else if (c == I + H) v = 1.f;
+            }
+            sa[e] = v;
+        }
+        __syncthreads();  // the chunk is staged
+        if (owns) {
+            const int rows = ne - n0 < R ? ne - n0 : R;
 #pragma unroll 4
-    for (int n = tid; n < N; n += WG_THREADS) {
-        const int b = n / T, t = n - (n / T) * T;
-        const long long zo = seq_off(b, t, sy_b, sy_t);
-        const long long xo = seq_off(b, t, sx_b, sx_t);
-        float z[WG_TR], a[WG_TC];
+            for (int r = 0; r < rows; ++r) {
+                const float z = sz[r * H + i];
+                const float* ar = sa + r * JP + cg;
 #pragma unroll
-        for (int r = 0; r < WG_TR; ++r) z[r] = row0 + r < H ? dz[zo + row0 + r] : 0.f;
-#pragma unroll
-        for (int c = 0; c < WG_TC; ++c) {
-            const int col = col0 + c;
-            if (col < I) a[c] = x[xo + col];
-            else if (col < I + H)
-                a[c] = t > 0 ? y[zo - sy_t + (col - I)]
-                             : (h0 != nullptr ? h0[(long long)b * H + (col - I)] : 0.f);
-            else a[c] = col == I + H ? 1.f : 0.f;
+                for (int c = 0; c < 8; ++c) acc[c] += z * ar[c * CG];
+            }
         }
-#pragma unroll
-        for (int r = 0; r < WG_TR; ++r)
-#pragma unroll
-            for (int c = 0; c < WG_TC; ++c) acc[r][c] += z[r] * a[c];
     }
-
+    if (owns) {
+        float* out = part + (long long)blockIdx.x * H * J + (long long)i * J;
 #pragma unroll
-    for (int r = 0; r < WG_TR; ++r)
-#pragma unroll
-        for (int c = 0; c < WG_TC; ++c) part[r * WG_TC + c][tid] = acc[r][c];
-    __syncthreads();
+        for (int c = 0; c < 8; ++c)
+            if (cg + c * CG < J) out[cg + c * CG] = acc[c];
+    }
+}
 
-    // Thread (o, i) = (tid / 16, tid % 16) sums part[o][i], part[o][i+16], ... in order, then the
-    // 16 lanes of output o combine by a fixed butterfly.
-    const int o = tid >> 4, i = tid & 15;
+// part [G, H*J] from rnn_wgrad_partial (J = I+H+1); outputs (overwritten): dw_ih [H,I],
+// dw_hh [H,H], db [H]. Block: 32 outputs (lane = output), its WGR_WARPS warps split the G partials
+// (warp w adds g = w, w + WGR_WARPS, ... in order: coalesced, independent loads), then warp 0 adds
+// the warps' sums in order. At G = 128: 16 loads per thread, 59 blocks for H*J = 1860.
+extern "C" __global__ void rnn_wgrad_reduce(
+    const float* __restrict__ part, float* __restrict__ dw_ih, float* __restrict__ dw_hh,
+    float* __restrict__ db, int G, int I, int H)
+{
+    __shared__ float red[WGR_WARPS][32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int J = I + H + 1, HJ = H * J;
+    const int o = blockIdx.x * 32 + lane;
     float s = 0.f;
-    if (o < WG_TR * WG_TC)
-        for (int q = i; q < WG_THREADS; q += 16) s += part[o][q];
+    if (o < HJ) {
+#pragma unroll 4
+        for (int g = w; g < G; g += WGR_WARPS) s += part[(long long)g * HJ + o];
+    }
+    red[w][lane] = s;
+    __syncthreads();
+    if (w == 0 && o < HJ) {
+        float tot = 0.f;
 #pragma unroll
-    for (int off = 8; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off, 16);
-    if (o < WG_TR * WG_TC && i == 0) {
-        const int row = row0 + o / WG_TC, col = col0 + o % WG_TC;
-        if (row < H && col < J) {
-            if (col < I) dw_ih[(long long)row * I + col] = s;
-            else if (col < I + H) dw_hh[(long long)row * H + (col - I)] = s;
-            else db[row] = s;
-        }
+        for (int q = 0; q < WGR_WARPS; ++q) tot += red[q][lane];
+        const int i = o / J, c = o - (o / J) * J;
+        if (c < I) dw_ih[(long long)i * I + c] = tot;
+        else if (c < I + H) dw_hh[(long long)i * H + (c - I)] = tot;
+        else db[i] = tot;
     }
 }

@@ -107,32 +107,33 @@ def _tanh_overload(x):
 # ---------------------------------------------------------------------------------------------
 # 32-lane register blocks: four 8-tuples, vectorised by SLP
 
-# Every 8-lane access goes through a slice ``w[o:o + 8]`` indexed by constants: Numba then emits
-# no negative-index wraparound per lane, and SLP sees 8 consecutive addresses.
+# Every 32-lane access slices its block once (``v = w[o:o + 32]``) and then reads lanes at constant
+# indices: Numba emits no negative-index wraparound per lane, and SLP sees 32 consecutive addresses
+# from one base pointer, which it fuses into two zmm (AVX-512) or four ymm operations.
 
 @njit(inline="always")
-def _fma8(a, s, w, o):
-    v = w[o:o + 8]
-    return (a[0] + s * v[0], a[1] + s * v[1], a[2] + s * v[2], a[3] + s * v[3],
-            a[4] + s * v[4], a[5] + s * v[5], a[6] + s * v[6], a[7] + s * v[7])
+def _fma8(a, s, v, o):
+    return (a[0] + s * v[o], a[1] + s * v[o + 1], a[2] + s * v[o + 2], a[3] + s * v[o + 3],
+            a[4] + s * v[o + 4], a[5] + s * v[o + 5], a[6] + s * v[o + 6], a[7] + s * v[o + 7])
 
 
 @njit(inline="always")
 def _fma32(a, s, w, o):
     """``a + s * w[o:o+32]``."""
-    return (_fma8(a[0], s, w, o), _fma8(a[1], s, w, o + 8),
-            _fma8(a[2], s, w, o + 16), _fma8(a[3], s, w, o + 24))
+    v = w[o:o + 32]
+    return (_fma8(a[0], s, v, 0), _fma8(a[1], s, v, 8), _fma8(a[2], s, v, 16),
+            _fma8(a[3], s, v, 24))
 
 
 @njit(inline="always")
-def _load8(w, o):
-    v = w[o:o + 8]
-    return (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+def _load8(v, o):
+    return (v[o], v[o + 1], v[o + 2], v[o + 3], v[o + 4], v[o + 5], v[o + 6], v[o + 7])
 
 
 @njit(inline="always")
 def _load32(w, o):
-    return (_load8(w, o), _load8(w, o + 8), _load8(w, o + 16), _load8(w, o + 24))
+    v = w[o:o + 32]
+    return (_load8(v, 0), _load8(v, 8), _load8(v, 16), _load8(v, 24))
 
 
 @njit(inline="always")
@@ -154,31 +155,32 @@ def _tanh32(a):
 
 
 @njit(inline="always")
-def _store8(out, o, a):
-    v = out[o:o + 8]
-    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+def _store8(v, o, a):
+    v[o], v[o + 1], v[o + 2], v[o + 3] = a[0], a[1], a[2], a[3]
+    v[o + 4], v[o + 5], v[o + 6], v[o + 7] = a[4], a[5], a[6], a[7]
 
 
 @njit(inline="always")
 def _store32(out, o, a):
     """``out[o:o+32] = a`` (all loads of a block happen before its stores)."""
-    _store8(out, o, a[0])
-    _store8(out, o + 8, a[1])
-    _store8(out, o + 16, a[2])
-    _store8(out, o + 24, a[3])
+    v = out[o:o + 32]
+    _store8(v, 0, a[0])
+    _store8(v, 8, a[1])
+    _store8(v, 16, a[2])
+    _store8(v, 24, a[3])
 
 
 @njit(inline="always")
-def _add8(a, w, o):
-    v = w[o:o + 8]
-    return (a[0] + v[0], a[1] + v[1], a[2] + v[2], a[3] + v[3],
-            a[4] + v[4], a[5] + v[5], a[6] + v[6], a[7] + v[7])
+def _add8(a, v, o):
+    return (a[0] + v[o], a[1] + v[o + 1], a[2] + v[o + 2], a[3] + v[o + 3],
+            a[4] + v[o + 4], a[5] + v[o + 5], a[6] + v[o + 6], a[7] + v[o + 7])
 
 
 @njit(inline="always")
 def _add32(a, w, o):
-    return (_add8(a[0], w, o), _add8(a[1], w, o + 8), _add8(a[2], w, o + 16),
-            _add8(a[3], w, o + 24))
+    v = w[o:o + 32]
+    return (_add8(a[0], v, 0), _add8(a[1], v, 8), _add8(a[2], v, 16), _add8(a[3], v, 24))
+
 
 @njit(inline="always")
 def _add2_8(a, b):
@@ -198,8 +200,9 @@ def num_chunks_k(batch):
 
 @njit(inline="always")
 def _vecmat_pair(a, b0, b1, m, K, out):
-    """``out[b, :] = a[b, :K] @ m[:K, :]`` for rows b0, b1; ``m [>=K, NP]``, NP a multiple of 32."""
-    for n0 in range(0, m.shape[1], BLOCK):
+    """``out[b, :NP] = a[b, :K] @ m[:K, :NP]`` for rows b0, b1; ``NP = out.shape[1]``, a
+    multiple of 32, ``m [>=K, >=NP]``."""
+    for n0 in range(0, out.shape[1], BLOCK):
         acc0 = _zero32(m)
         acc1 = acc0
         for k in range(K):
@@ -210,26 +213,49 @@ def _vecmat_pair(a, b0, b1, m, K, out):
         _store32(out[b1], n0, acc1)
 
 
+@njit(inline="always")
+def _dz8(g, dy, y, o, has_dy):
+    one = y.dtype.type(1)
+    return ((g[o] + dy[o] if has_dy else g[o]) * (one - y[o] * y[o]),
+            (g[o + 1] + dy[o + 1] if has_dy else g[o + 1]) * (one - y[o + 1] * y[o + 1]),
+            (g[o + 2] + dy[o + 2] if has_dy else g[o + 2]) * (one - y[o + 2] * y[o + 2]),
+            (g[o + 3] + dy[o + 3] if has_dy else g[o + 3]) * (one - y[o + 3] * y[o + 3]),
+            (g[o + 4] + dy[o + 4] if has_dy else g[o + 4]) * (one - y[o + 4] * y[o + 4]),
+            (g[o + 5] + dy[o + 5] if has_dy else g[o + 5]) * (one - y[o + 5] * y[o + 5]),
+            (g[o + 6] + dy[o + 6] if has_dy else g[o + 6]) * (one - y[o + 6] * y[o + 6]),
+            (g[o + 7] + dy[o + 7] if has_dy else g[o + 7]) * (one - y[o + 7] * y[o + 7]))
+
+
+@njit(inline="always")
+def _dz32(g, dy, y, o, has_dy):
+    """``(g + dy) * (1 - y*y)`` on lanes ``o:o+32`` (``dy`` skipped unless ``has_dy``)."""
+    gv, dv, yv = g[o:o + 32], dy[o:o + 32], y[o:o + 32]
+    return (_dz8(gv, dv, yv, 0, has_dy), _dz8(gv, dv, yv, 8, has_dy),
+            _dz8(gv, dv, yv, 16, has_dy), _dz8(gv, dv, yv, 24, has_dy))
+
+
 # ---------------------------------------------------------------------------------------------
 # forward
 
 @njit(parallel=True, **JIT_OPTIONS)
 def forward_kernel(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf):
-    """One layer forward, time-major views.
-
-    x [T,B,I] (any strides)   h0 [B,H]   wih_t [>=I,HP] = W_ih^T zero-padded   whh_t [>=H,HP]
-    bias [HP] (zero-padded)   lengths [B]   y [T,B,H] out (any strides)   h_n [B,H] out
-    hbuf [2,B,HP] workspace (state, double-buffered). Outputs must not alias inputs.
-    """
+    """One layer forward. Arguments as :func:`_forward_chunk`; prange over chunks of rows."""
     B = x.shape[1]
     for c in prange(num_chunks_k(B)):
-        _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf,
+        _forward_chunk(x[:, :, :x.shape[2]], h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf,
                        c * CHUNK, min(B, c * CHUNK + CHUNK))
 
 
 @njit(**JIT_OPTIONS)
 def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
-    """Rows ``lo:hi`` of :func:`forward_kernel`, all steps (one thread)."""
+    """Rows ``lo:hi`` of one layer's forward, all steps (one thread).
+
+    x [T,B,I] time-major view, any strides (columns < I read)   h0 [B,H]
+    wih_t [>=I,HP] = W_ih^T zero-padded   whh_t [>=H,HP]   bias [HP] (zero-padded)   lengths [B]
+    y [T,B,HP] out, C-contiguous, padded (padding lanes come out 0 = tanh(0))   h_n [B,H] out
+    hbuf [2,B,HP] workspace (state, double-buffered). Outputs must not alias inputs.
+    Per step and row pair: (I+H) x 8 ymm FMAs into 8 independent chains, then the vector tanh.
+    """
     T, _, I = x.shape
     H = h_n.shape[1]
     HP = bias.shape[0]
@@ -242,6 +268,7 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
         cur = hbuf[t & 1]
         nxt = hbuf[(t + 1) & 1]
         xt = x[t]
+        yt = y[t]
         for b0 in range(lo, hi, 2):
             b1 = min(b0 + 1, hi - 1)  # an odd last row is paired with itself
             if t < lengths[b0] or t < lengths[b1]:
@@ -256,17 +283,17 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
                         w = whh_t[k]
                         acc0 = _fma32(acc0, cur[b0, k], w, j0)
                         acc1 = _fma32(acc1, cur[b1, k], w, j0)
-                    _store32(nxt[b0], j0, _tanh32(acc0))
-                    _store32(nxt[b1], j0, _tanh32(acc1))
+                    acc0 = _tanh32(acc0)
+                    acc1 = _tanh32(acc1)
+                    _store32(nxt[b0], j0, acc0)
+                    _store32(nxt[b1], j0, acc1)
+                    _store32(yt[b0], j0, acc0)
+                    _store32(yt[b1], j0, acc1)
             for b in range(b0, b1 + 1):
-                if t < lengths[b]:
-                    for j in range(H):
-                        y[t, b, j] = nxt[b, j]
-                else:  # past the length: state carried, output zero
+                if t >= lengths[b]:  # past the length: state carried, output zero
                     for j in range(HP):
                         nxt[b, j] = cur[b, j]
-                    for j in range(H):
-                        y[t, b, j] = 0
+                        yt[b, j] = 0
     last = hbuf[T & 1]
     for b in range(lo, hi):
         for j in range(H):
@@ -278,25 +305,21 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
 
 @njit(parallel=True, **JIT_OPTIONS)
 def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, dw_hh, db,
-                    dhbuf, dz, row, part_ih, part_hh, part_b, has_dy, need_dx):
-    """BPTT of one layer, time-major views.
+                    dhbuf, dz, part_ih, part_hh, part_b, has_dy, need_dx):
+    """BPTT of one layer: :func:`_backward_chunk` and :func:`_weight_grads_chunk` per chunk
+    (prange), then a fixed-order sum of the chunks' partial gradients (prange over units).
 
-    dy [T,B,H] (read only if ``has_dy``)   dh_n [B,H]   x [T,B,I]   h0 [B,H]
-    wih_p [H,IP] = W_ih zero-padded to IP = padded(I) columns   whh_p [H,HP] = W_hh padded
-    y [T,B,H] forward output   lengths [B]
-    dx [T,B,I] out (written only if ``need_dx``)   dh0 [B,H], dw_ih [H,I], dw_hh [H,H], db [H] out
-    workspaces: dhbuf [2,B,HP], dz [T,B,HP] (columns >= H must be zero), row [B,IP],
-    part_ih [NC,I,HP], part_hh [NC,H,HP], part_b [NC,HP] with NC = num_chunks(B).
-    Outputs must not alias inputs or each other.
+    dw_ih [H,I], dw_hh [H,H], db [H] out; part_ih [NC,I,HP], part_hh [NC,H,HP], part_b [NC,HP]
+    workspaces with NC = num_chunks(B); the rest as in the chunk functions.
     """
     T, B, I = x.shape
     H = dh0.shape[1]
     for c in prange(num_chunks_k(B)):
         lo = c * CHUNK
         hi = min(B, lo + CHUNK)
-        _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, row, has_dy,
+        _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_dy,
                         need_dx, lo, hi)
-        _weight_grads_chunk(x, h0, y, dz, part_ih[c], part_hh[c], part_b[c], lo, hi)
+        _weight_grads_chunk(x[:, :, :I], h0, y, dz, part_ih[c], part_hh[c], part_b[c], lo, hi)
     # fixed-order reduction over chunks; each output row has one owner
     nc = num_chunks_k(B)
     for j in prange(H):
@@ -317,10 +340,18 @@ def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, d
 
 
 @njit(**JIT_OPTIONS)
-def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, row, has_dy,
+def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_dy,
                     need_dx, lo, hi):
-    """Rows ``lo:hi`` of the BPTT recurrence: ``dz``, ``dx``, ``dh0`` (one thread)."""
-    T, _, I = dx.shape
+    """Rows ``lo:hi`` of the BPTT recurrence: ``dz``, ``dx``, ``dh0`` (one thread).
+
+    dy [T,B,HP] padded, C (read only if ``has_dy``; padding lanes 0)   dh_n [B,H]
+    wih_p [H,>=IP] = W_ih zero-padded to IP = padded(I) columns   whh_p [H,HP] = W_hh padded
+    y [T,B,HP] the forward's padded output   lengths [B]
+    dx [T,B,IP] out, padded, C (written only if ``need_dx``)   dh0 [B,H] out
+    dhbuf [2,B,HP], dz [T,B,HP] workspaces. Outputs must not alias inputs or each other.
+    Per step and row pair: H x 8 ymm FMAs for dh (and for dx); dz is 4 vector ops per 8 lanes.
+    """
+    T = y.shape[0]
     H = dh0.shape[1]
     HP = whh_p.shape[1]
     for b in range(lo, hi):
@@ -334,27 +365,24 @@ def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, row,
         dzt = dz[t]
         for b in range(lo, hi):
             if t < lengths[b]:
-                for j in range(H):
-                    g = cur[b, j] + dy[t, b, j] if has_dy else cur[b, j]
-                    yy = y[t, b, j]
-                    dzt[b, j] = g * (1 - yy * yy)
+                for j0 in range(0, HP, BLOCK):
+                    _store32(dzt[b], j0, _dz32(cur[b], dy[t, b], y[t, b], j0, has_dy))
             else:
-                for j in range(H):
+                for j in range(HP):
                     dzt[b, j] = 0
         for b0 in range(lo, hi, 2):
             b1 = min(b0 + 1, hi - 1)
             if t < lengths[b0] or t < lengths[b1]:
                 _vecmat_pair(dzt, b0, b1, whh_p, H, nxt)
                 if need_dx:
-                    _vecmat_pair(dzt, b0, b1, wih_p, H, row)
+                    _vecmat_pair(dzt, b0, b1, wih_p, H, dx[t])
             for b in range(b0, b1 + 1):
-                alive = t < lengths[b]
-                if not alive:
+                if t >= lengths[b]:
                     for j in range(HP):
                         nxt[b, j] = cur[b, j]
-                if need_dx:
-                    for i in range(I):
-                        dx[t, b, i] = row[b, i] if alive else 0
+                    if need_dx:
+                        for i in range(dx.shape[2]):
+                            dx[t, b, i] = 0
     for b in range(lo, hi):
         for j in range(H):
             dh0[b, j] = dhbuf[0, b, j]
@@ -496,6 +524,7 @@ def rnn_forward(x: np.ndarray, h0: np.ndarray | None, w_ih: np.ndarray, w_hh: np
     xs = _tm(x, time_major)
     T, B, _ = xs.shape
     H = w_hh.shape[0]
+    HP = padded(H)
     dt = x.dtype
     if h0 is None:
         h0 = np.zeros((B, H), dt)
@@ -504,9 +533,10 @@ def rnn_forward(x: np.ndarray, h0: np.ndarray | None, w_ih: np.ndarray, w_hh: np
     if h_n is None:
         h_n = np.empty((B, H), dt)
     wih_t, whh_t, bias = pad_forward(w_ih, w_hh, b)
-    hbuf = np.empty((2, B, padded(H)), dt)
-    forward_kernel(xs, h0, wih_t, whh_t, bias, _full_lengths(lengths, B, T), _tm(y, time_major),
-                   h_n, hbuf)
+    y_pad = np.empty((T, B, HP), dt)  # the kernel writes whole 32-lane rows
+    forward_kernel(xs, h0, wih_t, whh_t, bias, _full_lengths(lengths, B, T), y_pad, h_n,
+                   np.empty((2, B, HP), dt))
+    _tm(y, time_major)[...] = y_pad[:, :, :H]
     return y, h_n
 
 
@@ -528,6 +558,7 @@ def rnn_backward(dy: np.ndarray | None, dh_n: np.ndarray | None, x: np.ndarray,
     xs = _tm(x, time_major)
     T, B, I = xs.shape
     H = w_hh.shape[0]
+    HP, IP = padded(H), padded(I)
     dt = x.dtype
     if h0 is None:
         h0 = np.zeros((B, H), dt)
@@ -537,14 +568,20 @@ def rnn_backward(dy: np.ndarray | None, dh_n: np.ndarray | None, x: np.ndarray,
         out = (np.empty_like(x), np.empty((B, H), dt), np.empty((H, I), dt),
                np.empty((H, H), dt), np.empty(H, dt))
     dx, dh0, dw_ih, dw_hh, db = out
-    ys = _tm(y, time_major)
+    # the kernels read and write whole 32-lane rows: padded time-major copies (padding zero)
+    y_pad = np.zeros((T, B, HP), dt)
+    y_pad[:, :, :H] = _tm(y, time_major)
+    dy_pad = np.zeros((T, B, HP), dt)
+    if dy is not None:
+        dy_pad[:, :, :H] = _tm(dy, time_major)
+    dx_pad = np.empty((T, B, IP), dt)
     wih_p, whh_p = pad_backward(w_ih, w_hh)
-    HP, nc = padded(H), num_chunks(B)
-    backward_kernel(ys if dy is None else _tm(dy, time_major), dh_n, xs, h0, wih_p, whh_p, ys,
-                    _full_lengths(lengths, B, T), _tm(dx, time_major), dh0, dw_ih, dw_hh, db,
-                    np.empty((2, B, HP), dt), np.zeros((T, B, HP), dt),
-                    np.empty((B, padded(I)), dt), np.empty((nc, I, HP), dt),
+    nc = num_chunks(B)
+    backward_kernel(dy_pad, dh_n, xs, h0, wih_p, whh_p, y_pad, _full_lengths(lengths, B, T),
+                    dx_pad, dh0, dw_ih, dw_hh, db, np.empty((2, B, HP), dt),
+                    np.zeros((T, B, HP), dt), np.empty((nc, I, HP), dt),
                     np.empty((nc, H, HP), dt), np.empty((nc, HP), dt), dy is not None, True)
+    _tm(dx, time_major)[...] = dx_pad[:, :, :I]
     return dx, dh0, dw_ih, dw_hh, db
 
 

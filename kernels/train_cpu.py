@@ -143,7 +143,7 @@ def pack_kernel(params, layout, H, wih_t, whh_t, bias, wih_p, whh_p):
 @njit(parallel=True, **JIT_OPTIONS)
 def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, train,
                 wih_t, whh_t, bias, wih_p, whh_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz,
-                row, part_ih, part_hh, part_b, part_w, part_bo, logits, dlogits, lengths,
+                part_ih, part_hh, part_b, part_w, part_bo, logits, dlogits, lengths,
                 chunk_loss, chunk_correct):
     """The whole classifier step in one call: forward, head, and if ``train`` BPTT and Adam.
 
@@ -173,24 +173,21 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
         lo = c * rnn_cpu.CHUNK
         hi = min(B, lo + rnn_cpu.CHUNK)
         for k in range(L):
-            I = layout[k, 3]
             inp = xs if k == 0 else ys[k - 1, :, :, :H]
-            rnn_cpu._forward_chunk(inp, h0, wih_t[k, :I], whh_t[k], bias[k], lengths,
-                                   ys[k, :, :, :H], h_n[k], hbuf, lo, hi)
+            rnn_cpu._forward_chunk(inp, h0, wih_t[k], whh_t[k], bias[k], lengths, ys[k],
+                                   h_n[k], hbuf, lo, hi)
         loss, correct = _head_rows(h_n[L - 1], w_out, b_out, labels, logits, dlogits, dh_top,
                                    part_w[c], part_bo[c], train, lo, hi)
         chunk_loss[c] = loss
         chunk_correct[c] = correct
         if train:
             for k in range(L - 1, -1, -1):
-                I = layout[k, 3]
                 inp = xs if k == 0 else ys[k - 1, :, :, :H]
-                dy = dxy[(k + 1) & 1, :, :, :H]
-                rnn_cpu._backward_chunk(dy, dh_top if k == L - 1 else h0, wih_p[k], whh_p[k],
-                                        ys[k, :, :, :H], lengths, dxy[k & 1, :, :, :I], dh0,
-                                        dhbuf, dz, row, k < L - 1, k > 0, lo, hi)
-                rnn_cpu._weight_grads_chunk(inp, h0, ys[k, :, :, :H], dz, part_ih[c, k, :I],
-                                            part_hh[c, k], part_b[c, k], lo, hi)
+                rnn_cpu._backward_chunk(dxy[(k + 1) & 1], dh_top if k == L - 1 else h0,
+                                        wih_p[k], whh_p[k], ys[k], lengths, dxy[k & 1], dh0,
+                                        dhbuf, dz, k < L - 1, k > 0, lo, hi)
+                rnn_cpu._weight_grads_chunk(inp, h0, ys[k], dz, part_ih[c, k], part_hh[c, k],
+                                            part_b[c, k], lo, hi)
     loss = 0.0
     correct = 0
     for c in range(nc):
@@ -298,7 +295,6 @@ class ClassifierStep:
             z((B, H), dt),              # dh0
             z((2, B, HP), dt),          # dhbuf
             z((T, B, HP), dt),          # dz (padding columns stay zero)
-            z((B, max(ipmax, HP)), dt),  # row
             z((nc, L, imax, HP), dt),   # part_ih
             z((nc, L, H, HP), dt),      # part_hh
             z((nc, L, HP), dt),         # part_b

@@ -82,8 +82,8 @@ def check_forward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=Non
 
 def check_backward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=None,
                    alias=False, order="forward", seed=0):
-    """``rnn_bwd_warp`` (dx fused when I <= 32) or ``rnn_bwd_block``, then ``rnn_weight_grads``
-    on their ``dz`` (and ``dx = dz W_ih`` as the launcher's GEMM when not fused), against
+    """``rnn_bwd_warp`` (dx fused when I <= 32) or ``rnn_bwd_block``, then ``rnn_wgrad_partial``
+    and ``rnn_wgrad_reduce`` on their ``dz`` (and ``dx = dz W_ih`` as the launcher's GEMM when not fused), against
     ``reference.rnn_backward``. ``dy`` is NULL when ``lengths`` is "none"; ``alias`` passes one
     array as both ``dy`` and ``dz``, as the launcher may."""
     rng, x, h0, w_ih, w_hh, b, lens = layer_problem(B, T, I, H, time_major, lengths)
@@ -113,9 +113,13 @@ def check_backward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=No
     if not fused:
         got["dx"] = (dz.reshape(-1, H) @ f32(w_ih)).reshape(x.shape)
     got.update(dw_ih=nans((H, I)), dw_hh=nans((H, H)), db=nans(H))
-    mod.launch("rnn_weight_grads", *L.wgrad_launch(I, H), dz, f32(x), y, f32(h0), got["dw_ih"],
-               got["dw_hh"], got["db"], i32(B), i32(T), i32(I), i32(H), *map(i32, sx),
-               *map(i32, sy), order=order, seed=seed)
+    part = nans(L.wgrad_part_size(B, T, I, H))
+    mod.launch("rnn_wgrad_partial", *L.wgrad_partial_launch(B, T, I, H), dz, f32(x), y, f32(h0),
+               part, i32(B), i32(T), i32(I), i32(H), *map(i32, sx), *map(i32, sy),
+               *map(i32, L.wgrad_plan(B, T, I, H)), order=order, seed=seed)
+    mod.launch("rnn_wgrad_reduce", *L.wgrad_reduce_launch(I, H), part, got["dw_ih"],
+               got["dw_hh"], got["db"], i32(L.wgrad_blocks(B, T, I, H)), i32(I), i32(H),
+               order=order, seed=seed)
     for name in names:
         assert_close(name, want[name], got[name], KERNEL_F32_BACKWARD)
 

@@ -2,8 +2,8 @@
 
 float32 only (float64 raises ``TypeError``). The classifier's training step is one fixed sequence
 of launches on flat buffers laid out by :mod:`fastrnn.params`: per layer one forward launch, the
-dense + cross-entropy rows and the dense-gradient reduction, per layer one BPTT launch and one
-weight-gradient launch, one Adam launch over the flat buffer. When every layer runs on the
+dense + cross-entropy rows and the dense-gradient reduction, per layer one BPTT launch and two
+weight-gradient launches (partial sums, then their reduction), one Adam launch over the flat buffer. When every layer runs on the
 one-launch fast path (hidden and input sizes <= 32, no GEMM through cuBLAS) the sequence is
 captured once in a CUDA graph and replayed: the batch is copied into fixed buffers, Adam's step
 scalars go through a pinned host buffer that a captured copy reads at replay time, and loss and
@@ -56,6 +56,10 @@ class _Buffers:
         self.row_correct = cp.empty(B, dtype=f32)
         self.out2 = cp.empty(2, dtype=f32)
         self.grad = cp.empty(spec.size, dtype=f32)
+        # weight-gradient partial sums (H <= 32 path), sized for the widest layer input
+        kl = _kernels().L
+        self.wg_part = cp.empty(max(kl.wgrad_part_size(B, T, i, H)
+                                    for i in {spec.input_size, H}), dtype=f32)
         self.hyper = cp.empty(8, dtype=f32)
         self._pin_hyper = cp.cuda.alloc_pinned_memory(8 * 4)
         self.pin_hyper = np.frombuffer(self._pin_hyper, np.float32, 8)
@@ -112,7 +116,7 @@ class _CudaClassifier:
             dx = None if i == 0 else bf.dx[i % 2]
             k.backward_into(dy, bf.dh_top if i == spec.num_layers - 1 else None, inp, None,
                             w_ih, w_hh, bf.ys[i], None, False, bf.dz, dx, bf.dh0,
-                            gv[f"w_ih_l{i}"], gv[f"w_hh_l{i}"], gv[f"b_l{i}"])
+                            gv[f"w_ih_l{i}"], gv[f"w_hh_l{i}"], gv[f"b_l{i}"], bf.wg_part)
             dy = dx
         cp.cuda.runtime.memcpyAsync(bf.hyper.data.ptr, bf._pin_hyper.ptr, 8 * 4, _H2D, stream_ptr)
         k.adam_into(params, bf.grad, m, v, bf.hyper)
