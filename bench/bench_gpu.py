@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import time
@@ -281,9 +282,24 @@ def profile_kernels(kdir: Path, label: str):
         ("bwd_warp (dy, dx)", k("rnn_backward.cu", "rnn_bwd_warp", L.bwd_warp_launch(B),
          (dyv, dh, w_hh, w_hh, y, null, dz, dx, dh0, i32(B), i32(T), i32(H), i32(H),
           i32(sy[0]), i32(sy[1]), i32(sy[0]), i32(sy[1])))),
-        ("weight_grads I28 H31", k("rnn_backward.cu", "rnn_weight_grads", L.wgrad_launch(I, H),
-         (dz, x, y, null, dwi, dwh, dbb, i32(B), i32(T), i32(I), i32(H),
-          i32(sx[0]), i32(sx[1]), i32(sy[0]), i32(sy[1])))),
+    ]
+    if hasattr(L, "wgrad_partial_launch"):  # split-K weight gradients (round 2)
+        part = arr(L.wgrad_part_size(B, T, I, H))
+        cases += [
+            ("wgrad_partial I28 H31", k("rnn_backward.cu", "rnn_wgrad_partial",
+             L.wgrad_partial_launch(B, T, I, H),
+             (dz, x, y, null, part, i32(B), i32(T), i32(I), i32(H), i32(sx[0]), i32(sx[1]),
+              i32(sy[0]), i32(sy[1]), *map(i32, L.wgrad_plan(B, T, I, H))))),
+            ("wgrad_reduce I28 H31", k("rnn_backward.cu", "rnn_wgrad_reduce",
+             L.wgrad_reduce_launch(I, H),
+             (part, dwi, dwh, dbb, i32(L.wgrad_blocks(B, T, I, H)), i32(I), i32(H)))),
+        ]
+    else:
+        cases.append(("weight_grads I28 H31", k("rnn_backward.cu", "rnn_weight_grads",
+                      L.wgrad_launch(I, H),
+                      (dz, x, y, null, dwi, dwh, dbb, i32(B), i32(T), i32(I), i32(H),
+                       i32(sx[0]), i32(sx[1]), i32(sy[0]), i32(sy[1])))))
+    cases += [
         ("adam n=2180", k("classifier.cu", "adam_update", L.adam_launch(n),
          (pp, gg, mm, vv, hyper, i32(n)))),
         ("adam n=1 (launch floor)", k("classifier.cu", "adam_update", L.adam_launch(1),
@@ -377,17 +393,22 @@ def main():
     except Exception:
         traceback.print_exc()
 
-    for cfg in CONFIGS:
-        iters = args.iters if cfg[3] <= 32 else max(20, args.iters // 5)
-        for name, fn in (("fastrnn-cuda", bench_fastrnn), ("torch+cuDNN", bench_torch)):
-            section(f"{name} B,T,I,H,L={cfg}")
-            try:
-                t0 = time.perf_counter()
-                fn(cfg, iters)
-                print(f"ok in {time.perf_counter() - t0:.1f} s", flush=True)
-            except Exception:
-                traceback.print_exc()
-                sys.stdout.flush()
+    # a time limit (SIGTERM from `timeout`) still prints the table of what was measured
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        for cfg in CONFIGS:
+            iters = args.iters if cfg[3] <= 32 else max(20, args.iters // 5)
+            for name, fn in (("fastrnn-cuda", bench_fastrnn), ("torch+cuDNN", bench_torch)):
+                section(f"{name} B,T,I,H,L={cfg}")
+                try:
+                    t0 = time.perf_counter()
+                    fn(cfg, iters)
+                    print(f"ok in {time.perf_counter() - t0:.1f} s", flush=True)
+                except Exception:
+                    traceback.print_exc()
+                    sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("+ stopped by the time limit: the table has what was measured", flush=True)
     print_table()
 
 

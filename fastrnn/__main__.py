@@ -142,6 +142,21 @@ def _cuda_status() -> tuple[object | None, str]:
     return cupy, f"CuPy {cupy.__version__}, " + "; ".join(gpus)
 
 
+def _one_line(e: Exception) -> str:
+    return f"{type(e).__name__}: " + (str(e).splitlines() or [""])[0]
+
+
+def _prepare(device: str) -> list[str]:
+    """Warm ``device``'s kernels, printing how long compiling or loading took; [] or the failure."""
+    print("  preparing kernels… ", end="", flush=True)
+    try:
+        print(warmup(device).outcome(), flush=True)
+    except Exception as e:  # reported, then the checks say which operation is broken
+        print(f"FAILED ({_one_line(e)})", flush=True)
+        return [f"{device} warm-up"]
+    return []
+
+
 def run_checks(device: str, xp, out=print) -> list[str]:
     """Run :data:`CHECKS` on ``device``, printing one line each; returns the names that failed."""
     failed = []
@@ -151,7 +166,7 @@ def run_checks(device: str, xp, out=print) -> list[str]:
             ok = err <= tol
             line = f"max err {err:.1e} ({output})"
         except Exception as e:  # a crash is a disagreement too, reported on one line
-            ok, line = False, f"raised {type(e).__name__}: " + (str(e).splitlines() or [""])[0]
+            ok, line = False, f"raised {_one_line(e)}"
         out(f"  {name:<16} {line:<28} tol {tol:.0e}  {'ok' if ok else 'FAIL'}")
         if not ok:
             failed.append(f"{device} {name}")
@@ -186,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  MNIST          {_cache_dir()}" + (f" (searched first: $FASTRNN_DATA_DIR={data_dir})"
                                                  if data_dir else ""), flush=True)
 
-    failed: list[str] = []
+    failed: list[str] = []  # checks that disagree
+    broken: list[str] = []  # warm-ups that raised
     backends = 0
     print(f"cpu: Numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads", flush=True)
-    print("  preparing kernels… ", end="", flush=True)
-    print(warmup("cpu").outcome(), flush=True)
+    broken += _prepare("cpu")
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run
@@ -201,15 +216,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"cuda: {cuda_line}", flush=True)
     if cupy is not None:
-        print("  preparing kernels… ", end="", flush=True)
-        print(warmup("cuda").outcome(), flush=True)
+        broken += _prepare("cuda")
         failed += run_checks("cuda", cupy, out=lambda s: print(s, flush=True))
         backends += 1
 
     total = backends * len(CHECKS)
-    if failed:
+    if failed or broken:
+        detail = ", ".join(failed + [f"{b} failed" for b in broken])
         print(f"self-check FAILED: {len(failed)} of {total} checks disagree with the NumPy "
-              f"reference: {', '.join(failed)}", flush=True)
+              f"reference: {detail}", flush=True)
         return 1
     print(f"self-check passed: {total} checks on {backends} backend(s) agree with the NumPy "
           f"reference", flush=True)

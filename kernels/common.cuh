@@ -10,14 +10,6 @@
 // Sequences per block on the general (block) path; must equal cuda_launch.BLOCK_MAX_SEQ.
 #define BLK_MAX_SEQ 8
 
-// Most warps per block on the warp path (static shared memory is sized for it); must equal
-// cuda_launch.WARP_MAX_WPB.
-#define WARP_MAX_WPB 4
-
-// Four floats read or written as one 16-byte access (LDS.128 on shared memory: a broadcast of 4
-// values to the whole warp in one instruction). Pointers must be 16-byte aligned.
-struct __align__(16) f4 { float x, y, z, w; };
-
 // Element (b, t, d) of a sequence tensor with strides (s_b, s_t); see cuda_launch.seq_strides.
 __device__ inline long long seq_off(int b, int t, int s_b, int s_t) {
     return (long long)b * s_b + (long long)t * s_t;

@@ -106,8 +106,6 @@ HOT_KERNELS = ("rnn_fwd_warp", "rnn_bwd_warp", "rnn_fwd_block", "rnn_bwd_block",
 WARP_MAX_H = 32
 #: input sizes up to this are projected inside the warp kernels (a W_ih row per lane)
 WARP_MAX_I = 32
-#: most warps (sequences) per block on the warp path; must equal WARP_MAX_WPB in common.cuh
-WARP_MAX_WPB = 4
 #: largest H of the general (block) path: one thread per hidden unit
 BLOCK_MAX_H = 1024
 #: sequences per block on the general path; must equal BLK_MAX_SEQ in common.cuh
@@ -155,12 +153,8 @@ def warps_per_block(B: int) -> int:
 
 
 def fwd_warp_launch(B: int, wpb: int | None = None) -> Launch:
-    """``rnn_fwd_warp``: one warp per sequence, ``wpb`` (<= :data:`WARP_MAX_WPB`) warps per block;
-    no dynamic shared memory (each warp's broadcast buffers are static, sized for
-    :data:`WARP_MAX_WPB` warps)."""
+    """``rnn_fwd_warp``: one warp per sequence, ``wpb`` warps per block, no shared memory."""
     wpb = wpb or warps_per_block(B)
-    if not 1 <= wpb <= WARP_MAX_WPB:
-        raise ValueError(f"warps per block: expected 1..{WARP_MAX_WPB}, got {wpb}")
     return Launch((_cdiv(B, wpb), 1, 1), (32 * wpb, 1, 1), 0)
 
 

@@ -12,10 +12,10 @@
 //
 // Kernels:
 //   rnn_bwd_warp     H <= 32: one warp per sequence, lane j keeps column j of W_hh (and, when dx
-//                    is wanted, I <= 32, column j of W_ih) in registers; dz_t goes through a
-//                    per-warp shared buffer (one STS + __syncwarp, then 8 broadcast LDS.128) and
-//                    each value feeds both dh and dx, so dx is nearly free. Per step: 8 LDS.128 +
-//                    64 FMA; no block barrier. y and dy are read 8 steps ahead (register rings).
+//                    is wanted, I <= 32, column j of W_ih) in registers; dz_t is broadcast with
+//                    __shfl_sync and each shuffled value feeds both dh and dx, so dx is nearly
+//                    free. Per step: 32 shuffles + 64 FMA; no barrier. y and dy are read 8 steps
+//                    ahead (register rings).
 //                    launch: cuda_launch.bwd_warp_launch(B) (grid ceil(B/wpb), block 32*wpb).
 //   rnn_bwd_block    any H <= 1024: seq_per_block sequences per block, thread k owns unit k
 //                    (block_ksplit(H) slices of threads split each unit's dot product);
@@ -80,12 +80,6 @@ extern "C" __global__ void rnn_bwd_warp(
         if (want_dx && lane < I) dx[xo + (long long)t * sx_t + lane] = 0.f;
     }
 
-    // dz_t of this warp, double buffered, read back as broadcast 16-byte loads (8 LDS.128 give a
-    // lane all 32 values; the shuffle version needed 32 shuffles per step).
-    __shared__ __align__(16) float zsh[WARP_MAX_WPB][2 * 32];
-    float* zs = zsh[threadIdx.x >> 5];
-    int p = 0;
-
     // y and dy are read BWD_PF steps ahead in register rings (step i of the loop is t = len-1-i):
     // a step is ~100 ns, an L2/DRAM load ~0.5-1 us.
     const bool has_dy = dy != nullptr;
@@ -112,26 +106,17 @@ extern "C" __global__ void rnn_bwd_warp(
             const float d = (gr[i] + dh) * (1.f - yr[i] * yr[i]);  // 0 on lanes >= H
             // dz may alias dy: this lane read dy at this element BWD_PF steps ago, in gr.
             if (unit) dz[yo + (long long)t * sy_t + lane] = d;
-            // dz_t to the warp through shared memory: zs[p] was last read two steps ago,
-            // before the previous step's __syncwarp.
-            zs[p * 32 + lane] = d;
-            __syncwarp();
-            const f4* zv = reinterpret_cast<const f4*>(zs + p * 32);
-            p ^= 1;
-            float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f, c0 = 0.f, c1 = 0.f;
+            float a0 = 0.f, a1 = 0.f, c0 = 0.f, c1 = 0.f;
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
-                const f4 v = zv[k];
-                a0 += whc[4 * k] * v.x;
-                a1 += whc[4 * k + 1] * v.y;
-                a2 += whc[4 * k + 2] * v.z;
-                a3 += whc[4 * k + 3] * v.w;
-                if (want_dx) {  // warp-uniform
-                    c0 += wic[4 * k] * v.x + wic[4 * k + 2] * v.z;
-                    c1 += wic[4 * k + 1] * v.y + wic[4 * k + 3] * v.w;
-                }
+            for (int k = 0; k < 32; k += 2) {
+                const float d0 = __shfl_sync(FULL_MASK, d, k);
+                const float d1 = __shfl_sync(FULL_MASK, d, k + 1);
+                a0 += whc[k] * d0;
+                a1 += whc[k + 1] * d1;
+                c0 += wic[k] * d0;
+                c1 += wic[k + 1] * d1;
             }
-            dh = (a0 + a1) + (a2 + a3);
+            dh = a0 + a1;
             if (want_dx && lane < I) dx[xo + (long long)t * sx_t + lane] = c0 + c1;
         }
 #pragma unroll

@@ -51,6 +51,9 @@ from ._numba_env import JIT_OPTIONS
 
 #: lanes per accumulator block; hidden and input widths are padded to a multiple of it
 BLOCK = 32
+#: batch rows that share each loaded weight row (4 rows x 2 zmm = 8 accumulators: enough
+#: independent FMA chains for 2 pipes x 4 cycles latency on Zen 4/5; 2 rows left it latency-bound)
+ROWS = 4
 #: batch rows per parallel chunk (fixed, so reductions do not depend on the thread count)
 CHUNK = 8
 
@@ -199,18 +202,29 @@ def num_chunks_k(batch):
 
 
 @njit(inline="always")
-def _vecmat_pair(a, b0, b1, m, K, out):
-    """``out[b, :NP] = a[b, :K] @ m[:K, :NP]`` for rows b0, b1; ``NP = out.shape[1]``, a
-    multiple of 32, ``m [>=K, >=NP]``."""
+def _vecmat4(a, r, m, K, out):
+    """``out[b, :NP] = a[b, :K] @ m[:K, :NP]`` for the four rows ``r``; ``NP = out.shape[1]``, a
+    multiple of 32, ``m [>=K, >=NP]``. 8 zmm accumulators: 8 independent FMA chains."""
+    r0, r1, r2, r3 = r
     for n0 in range(0, out.shape[1], BLOCK):
         acc0 = _zero32(m)
-        acc1 = acc0
+        acc1, acc2, acc3 = acc0, acc0, acc0
         for k in range(K):
             w = m[k]
-            acc0 = _fma32(acc0, a[b0, k], w, n0)
-            acc1 = _fma32(acc1, a[b1, k], w, n0)
-        _store32(out[b0], n0, acc0)
-        _store32(out[b1], n0, acc1)
+            acc0 = _fma32(acc0, a[r0, k], w, n0)
+            acc1 = _fma32(acc1, a[r1, k], w, n0)
+            acc2 = _fma32(acc2, a[r2, k], w, n0)
+            acc3 = _fma32(acc3, a[r3, k], w, n0)
+        _store32(out[r0], n0, acc0)
+        _store32(out[r1], n0, acc1)
+        _store32(out[r2], n0, acc2)
+        _store32(out[r3], n0, acc3)
+
+
+@njit(inline="always")
+def _quad(i0, last):
+    """Indices ``i0..i0+3`` clamped to ``last`` (a short last group repeats its last index)."""
+    return (i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last))
 
 
 @njit(inline="always")
@@ -269,27 +283,37 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
         nxt = hbuf[(t + 1) & 1]
         xt = x[t]
         yt = y[t]
-        for b0 in range(lo, hi, 2):
-            b1 = min(b0 + 1, hi - 1)  # an odd last row is paired with itself
-            if t < lengths[b0] or t < lengths[b1]:
+        for b0 in range(lo, hi, ROWS):
+            r0, r1, r2, r3 = _quad(b0, hi - 1)  # a short last group repeats its last row
+            if (t < lengths[r0] or t < lengths[r1] or t < lengths[r2] or t < lengths[r3]):
                 for j0 in range(0, HP, BLOCK):
                     acc0 = _load32(bias, j0)
-                    acc1 = acc0
+                    acc1, acc2, acc3 = acc0, acc0, acc0
                     for k in range(I):  # input projection fused: its FMAs fill latency gaps
                         w = wih_t[k]
-                        acc0 = _fma32(acc0, xt[b0, k], w, j0)
-                        acc1 = _fma32(acc1, xt[b1, k], w, j0)
+                        acc0 = _fma32(acc0, xt[r0, k], w, j0)
+                        acc1 = _fma32(acc1, xt[r1, k], w, j0)
+                        acc2 = _fma32(acc2, xt[r2, k], w, j0)
+                        acc3 = _fma32(acc3, xt[r3, k], w, j0)
                     for k in range(H):
                         w = whh_t[k]
-                        acc0 = _fma32(acc0, cur[b0, k], w, j0)
-                        acc1 = _fma32(acc1, cur[b1, k], w, j0)
+                        acc0 = _fma32(acc0, cur[r0, k], w, j0)
+                        acc1 = _fma32(acc1, cur[r1, k], w, j0)
+                        acc2 = _fma32(acc2, cur[r2, k], w, j0)
+                        acc3 = _fma32(acc3, cur[r3, k], w, j0)
                     acc0 = _tanh32(acc0)
                     acc1 = _tanh32(acc1)
-                    _store32(nxt[b0], j0, acc0)
-                    _store32(nxt[b1], j0, acc1)
-                    _store32(yt[b0], j0, acc0)
-                    _store32(yt[b1], j0, acc1)
-            for b in range(b0, b1 + 1):
+                    acc2 = _tanh32(acc2)
+                    acc3 = _tanh32(acc3)
+                    _store32(nxt[r0], j0, acc0)
+                    _store32(nxt[r1], j0, acc1)
+                    _store32(nxt[r2], j0, acc2)
+                    _store32(nxt[r3], j0, acc3)
+                    _store32(yt[r0], j0, acc0)
+                    _store32(yt[r1], j0, acc1)
+                    _store32(yt[r2], j0, acc2)
+                    _store32(yt[r3], j0, acc3)
+            for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:  # past the length: state carried, output zero
                     for j in range(HP):
                         nxt[b, j] = cur[b, j]
@@ -370,13 +394,14 @@ def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_
             else:
                 for j in range(HP):
                     dzt[b, j] = 0
-        for b0 in range(lo, hi, 2):
-            b1 = min(b0 + 1, hi - 1)
-            if t < lengths[b0] or t < lengths[b1]:
-                _vecmat_pair(dzt, b0, b1, whh_p, H, nxt)
+        for b0 in range(lo, hi, ROWS):
+            r = _quad(b0, hi - 1)
+            if (t < lengths[r[0]] or t < lengths[r[1]] or t < lengths[r[2]]
+                    or t < lengths[r[3]]):
+                _vecmat4(dzt, r, whh_p, H, nxt)
                 if need_dx:
-                    _vecmat_pair(dzt, b0, b1, wih_p, H, dx[t])
-            for b in range(b0, b1 + 1):
+                    _vecmat4(dzt, r, wih_p, H, dx[t])
+            for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:
                     for j in range(HP):
                         nxt[b, j] = cur[b, j]
@@ -393,72 +418,60 @@ def _weight_grads_chunk(x, h0, y, dz, pih, phh, pb, lo, hi):
     """This chunk's weight gradients, transposed: ``pih[i, :] = sum_{t,b} x[t,b,i] dz[t,b,:]``,
     ``phh[k, :]`` likewise with the previous state, ``pb = sum dz`` (rows ``lo:hi``).
 
-    Two features share each pass over ``dz`` (8 independent FMA chains per 32 lanes). The bias is
-    the feature "1": with odd H it takes the free slot of the last W_hh pair (no extra pass over
-    ``dz``); with even H it gets its own pass, split over even/odd steps for two chains.
+    x [T,B,I] any strides   h0 [B,H]   y [T,B,HP] padded forward output   dz [T,B,HP]
+    pih [>=I,HP], phh [H,HP], pb [HP] out (this chunk's partials, overwritten).
+    Four features share each pass over ``dz`` (8 zmm accumulators, 8 independent FMA chains).
+    The bias is the feature "1", in the last group of W_hh features (with H = 31 that group is
+    exactly rows 28, 29, 30 and the bias: no extra pass over ``dz``).
     """
     T, _, I = x.shape
     H = h0.shape[1]
     HP = dz.shape[2]
+    one = dz.dtype.type(1)
     for j0 in range(0, HP, BLOCK):
-        for i0 in range(0, I, 2):
-            i1 = min(i0 + 1, I - 1)
+        for i0 in range(0, I, 4):
+            i = _quad(i0, I - 1)
             acc0 = _zero32(dz)
-            acc1 = acc0
+            acc1, acc2, acc3 = acc0, acc0, acc0
             for t in range(T):
                 xt = x[t]
                 dzt = dz[t]
                 for b in range(lo, hi):
                     d = dzt[b]
-                    acc0 = _fma32(acc0, xt[b, i0], d, j0)
-                    acc1 = _fma32(acc1, xt[b, i1], d, j0)
-            _store32(pih[i0], j0, acc0)
-            _store32(pih[i1], j0, acc1)
-        for k0 in range(0, H - 1, 2):
-            k1 = k0 + 1
+                    acc0 = _fma32(acc0, xt[b, i[0]], d, j0)
+                    acc1 = _fma32(acc1, xt[b, i[1]], d, j0)
+                    acc2 = _fma32(acc2, xt[b, i[2]], d, j0)
+                    acc3 = _fma32(acc3, xt[b, i[3]], d, j0)
+            _store32(pih[i[3]], j0, acc3)  # repeated indices store equal values
+            _store32(pih[i[2]], j0, acc2)
+            _store32(pih[i[1]], j0, acc1)
+            _store32(pih[i[0]], j0, acc0)
+        # W_hh features in groups of 4; the last group is up to 3 rows plus the bias
+        for k0 in range(0, H + 1, 4):
+            full = k0 + 4 <= H
+            k = _quad(min(k0, H - 1), H - 1)
             acc0 = _zero32(dz)
-            acc1 = acc0
-            for b in range(lo, hi):  # t = 0: the previous state is h0
-                d = dz[0, b]
-                acc0 = _fma32(acc0, h0[b, k0], d, j0)
-                acc1 = _fma32(acc1, h0[b, k1], d, j0)
-            for t in range(1, T):  # a running sequence's state at t-1 is its output
-                yp = y[t - 1]
+            acc1, acc2, acc3 = acc0, acc0, acc0
+            for t in range(T):
                 dzt = dz[t]
                 for b in range(lo, hi):
                     d = dzt[b]
-                    acc0 = _fma32(acc0, yp[b, k0], d, j0)
-                    acc1 = _fma32(acc1, yp[b, k1], d, j0)
-            _store32(phh[k0], j0, acc0)
-            _store32(phh[k1], j0, acc1)
-        if H % 2 == 1:  # last W_hh row paired with the bias
-            k0 = H - 1
-            acc0 = _zero32(dz)
-            acc1 = acc0
-            for b in range(lo, hi):
-                d = dz[0, b]
-                acc0 = _fma32(acc0, h0[b, k0], d, j0)
-                acc1 = _add32(acc1, d, j0)
-            for t in range(1, T):
-                yp = y[t - 1]
-                dzt = dz[t]
-                for b in range(lo, hi):
-                    d = dzt[b]
-                    acc0 = _fma32(acc0, yp[b, k0], d, j0)
-                    acc1 = _add32(acc1, d, j0)
-            _store32(phh[k0], j0, acc0)
-            _store32(pb, j0, acc1)
-        else:  # bias alone: even and odd steps in two chains
-            acc0 = _zero32(dz)
-            acc1 = acc0
-            for t in range(0, T - 1, 2):
-                for b in range(lo, hi):
-                    acc0 = _add32(acc0, dz[t, b], j0)
-                    acc1 = _add32(acc1, dz[t + 1, b], j0)
-            if T % 2 == 1:
-                for b in range(lo, hi):
-                    acc0 = _add32(acc0, dz[T - 1, b], j0)
-            _store32(pb, j0, _add2_32(acc0, acc1))
+                    if t == 0:  # the previous state is h0
+                        s0, s1, s2, s3 = h0[b, k[0]], h0[b, k[1]], h0[b, k[2]], h0[b, k[3]]
+                    else:  # a running sequence's state at t-1 is its output
+                        yp = y[t - 1, b]
+                        s0, s1, s2, s3 = yp[k[0]], yp[k[1]], yp[k[2]], yp[k[3]]
+                    acc0 = _fma32(acc0, s0, d, j0)
+                    acc1 = _fma32(acc1, s1, d, j0)
+                    acc2 = _fma32(acc2, s2, d, j0)
+                    acc3 = _fma32(acc3, s3 if full else one, d, j0)
+            if full:
+                _store32(phh[k[3]], j0, acc3)
+            else:
+                _store32(pb, j0, acc3)
+            _store32(phh[k[2]], j0, acc2)
+            _store32(phh[k[1]], j0, acc1)
+            _store32(phh[k[0]], j0, acc0)
 
 
 @njit(**JIT_OPTIONS)

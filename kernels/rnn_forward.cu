@@ -11,14 +11,12 @@
 //
 // Two kernels, chosen by cuda_launch.use_warp_path(H):
 //   rnn_fwd_warp   H <= 32: one warp per sequence, lane j owns unit j and keeps row j of W_hh (and
-//                  of W_ih when I <= 32) in registers; h_{t-1} (and x_t) go through a per-warp
-//                  shared buffer read back as broadcast 16-byte loads: one __syncwarp per step,
-//                  no block barrier. Napkin math per step: 8 LDS.128 + 32 FMA for W_hh h, 8 + 32
-//                  more for W_ih x (off the dependency chain), one tanhf, one STS + __syncwarp:
-//                  ~60 ns (the shuffle version, 64 shuffles per step, measured 0.31 us per step).
-//                  x is read 8 steps ahead (a register ring) so no step waits on memory.
-//                  launch: cuda_launch.fwd_warp_launch(B): grid ceil(B/wpb), block 32*wpb, no
-//                  dynamic shared memory (static: 1.3 KB per warp, WARP_MAX_WPB warps).
+//                  of W_ih when I <= 32) in registers; h_{t-1} is broadcast with __shfl_sync, so a
+//                  step has no barrier at all. Napkin math per step: 32 shuffles + 32 FMA for
+//                  W_hh h, 32 more of each for W_ih x (off the dependency chain), one tanhf:
+//                  ~100 ns; T=28 is ~3 us while every sequence has its own warp resident. x is
+//                  read 8 steps ahead (a register ring) so no step waits on memory.
+//                  launch: cuda_launch.fwd_warp_launch(B): grid ceil(B/wpb), block 32*wpb, smem 0.
 //   rnn_fwd_block  any H <= 1024: seq_per_block sequences per block, thread j owns unit j for all
 //                  of them, and block_ksplit(H) slices of threads split each unit's dot product;
 //                  h_{t-1} of the block's sequences in a shared double buffer, two __syncthreads
@@ -61,39 +59,24 @@ extern "C" __global__ void rnn_fwd_warp(
     int len = lengths != nullptr ? lengths[seq] : T;
     len = len < T ? len : T;
 
-    const float* xg = x + (long long)seq * sx_b;
+    const float* xs = x + (long long)seq * sx_b;
     float* ys = y + (long long)seq * sy_b;
     const int xw = project ? I : H;  // lanes that load an element of x_t
     const bool xl = lane < xw;
-
-    // Per warp: xs [FWD_PF][32] (this chunk's x_t, projection only) and hs [2][32] (h, double
-    // buffered). Each value is read back as a broadcast: 8 LDS.128 give a lane all 32 elements,
-    // where __shfl_sync needed 32 shuffles (one per element) for W_hh h and 32 more for W_ih x.
-    __shared__ __align__(16) float sh[WARP_MAX_WPB][(FWD_PF + 2) * 32];
-    float* xs = sh[threadIdx.x >> 5];
-    float* hs = xs + FWD_PF * 32;
-    hs[lane] = h;  // lanes >= H hold 0 (h0 not read there)
-    int p = 0;
 
     // x is read FWD_PF steps ahead in a register ring: a step of the recurrence is ~100 ns and an
     // L2/DRAM load ~0.5-1 us, so loading only one step ahead left every step waiting on memory.
     float xr[FWD_PF];
 #pragma unroll
-    for (int i = 0; i < FWD_PF; ++i) xr[i] = (i < len && xl) ? xg[(long long)i * sx_t + lane] : 0.f;
+    for (int i = 0; i < FWD_PF; ++i) xr[i] = (i < len && xl) ? xs[(long long)i * sx_t + lane] : 0.f;
 
     for (int t0 = 0; t0 < len; t0 += FWD_PF) {
         float xn[FWD_PF];
 #pragma unroll
         for (int i = 0; i < FWD_PF; ++i) {
             const int tn = t0 + FWD_PF + i;
-            xn[i] = (tn < len && xl) ? xg[(long long)tn * sx_t + lane] : 0.f;
+            xn[i] = (tn < len && xl) ? xs[(long long)tn * sx_t + lane] : 0.f;
         }
-        // The previous chunk's last reads of xs came before its last step's __syncwarp.
-        if (project) {
-#pragma unroll
-            for (int i = 0; i < FWD_PF; ++i) xs[i * 32 + lane] = xr[i];
-        }
-        __syncwarp();  // xs (and, before the first step, hs[0]) visible to the warp
 #pragma unroll
         for (int i = 0; i < FWD_PF; ++i) {
             const int t = t0 + i;
@@ -101,32 +84,21 @@ extern "C" __global__ void rnn_fwd_warp(
             // W_ih x_t + b: independent of h, so it overlaps the previous step's chain.
             float u = bias;
             if (project) {
-                const f4* xv = reinterpret_cast<const f4*>(xs + i * 32);
 #pragma unroll
-                for (int k = 0; k < 8; ++k) {
-                    const f4 v = xv[k];
-                    u += wih[4 * k] * v.x + wih[4 * k + 1] * v.y + wih[4 * k + 2] * v.z +
-                         wih[4 * k + 3] * v.w;
-                }
+                for (int k = 0; k < 32; ++k) u += wih[k] * __shfl_sync(FULL_MASK, xr[i], k);
             } else {
                 u += xr[i];
             }
             // W_hh h_{t-1}: four partial sums to shorten the FMA chain (8 deep each).
-            const f4* hv = reinterpret_cast<const f4*>(hs + p * 32);
             float a0 = u, a1 = 0.f, a2 = 0.f, a3 = 0.f;
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
-                const f4 v = hv[k];
-                a0 += whh[4 * k] * v.x;
-                a1 += whh[4 * k + 1] * v.y;
-                a2 += whh[4 * k + 2] * v.z;
-                a3 += whh[4 * k + 3] * v.w;
+            for (int k = 0; k < 32; k += 4) {
+                a0 += whh[k] * __shfl_sync(FULL_MASK, h, k);
+                a1 += whh[k + 1] * __shfl_sync(FULL_MASK, h, k + 1);
+                a2 += whh[k + 2] * __shfl_sync(FULL_MASK, h, k + 2);
+                a3 += whh[k + 3] * __shfl_sync(FULL_MASK, h, k + 3);
             }
             h = tanhf((a0 + a1) + (a2 + a3));
-            // hs[p^1] was last read one step ago, before that step's __syncwarp.
-            p ^= 1;
-            hs[p * 32 + lane] = h;
-            __syncwarp();
             if (unit) ys[(long long)t * sy_t + lane] = h;
         }
 #pragma unroll

@@ -60,28 +60,33 @@ def _head_rows(h, w, b, labels, logits, dlogits, dh, dw, db, want_grad, lo, hi):
             correct += 1
         mx = logits[r, best]
         z = 0.0
-        for c in range(C):
-            z += math.exp(logits[r, c] - mx)
-        log_z = math.log(z)
-        loss += log_z - (logits[r, lab] - mx)
+        for c in range(C):  # one exp per logit: e_c kept in dlogits until z is known
+            e_c = math.exp(logits[r, c] - mx)
+            z += e_c
+            if want_grad:
+                dlogits[r, c] = e_c
+        loss += math.log(z) - (logits[r, lab] - mx)
         if want_grad:
+            s_b = inv_b / z
             for c in range(C):
-                p = math.exp(logits[r, c] - mx - log_z)
-                dlogits[r, c] = (p - (1.0 if c == lab else 0.0)) * inv_b
-    if want_grad:
-        for c in range(C):
-            for j in range(H):
-                dw[c, j] = 0
-            db[c] = 0
+                dlogits[r, c] = dlogits[r, c] * s_b - (inv_b if c == lab else 0.0)
+    if want_grad:  # register accumulators, no read-modify-write of memory in the inner loops
         for r in range(lo, hi):
             for j in range(H):
-                dh[r, j] = 0
-            for c in range(C):
-                d = dlogits[r, c]
-                db[c] += d
-                for j in range(H):
-                    dh[r, j] += d * w[c, j]
-                    dw[c, j] += d * h[r, j]
+                s = dh.dtype.type(0)
+                for c in range(C):
+                    s += dlogits[r, c] * w[c, j]
+                dh[r, j] = s
+        for c in range(C):
+            s = db.dtype.type(0)
+            for r in range(lo, hi):
+                s += dlogits[r, c]
+            db[c] = s
+            for j in range(H):
+                s = dw.dtype.type(0)
+                for r in range(lo, hi):
+                    s += dlogits[r, c] * h[r, j]
+                dw[c, j] = s
     return loss, correct
 
 
@@ -116,6 +121,16 @@ def adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps):
     for i in range(param.shape[0]):
         _adam1(param, m, v, i, grad[i], f(beta1), f(beta2), f(1), f(1 - beta1 ** step),
                f(1 - beta2 ** step), f(lr), f(eps))
+
+
+@njit(**JIT_OPTIONS)
+def _reduce_rows(p):
+    """``p[0, :] = p[0] + p[1] + ... + p[n-1]`` in that order; p [n, HP], HP a multiple of 32."""
+    for j0 in range(0, p.shape[1], rnn_cpu.BLOCK):
+        acc = rnn_cpu._load32(p[0], j0)
+        for c in range(1, p.shape[0]):
+            acc = rnn_cpu._add32(acc, p[c], j0)
+        rnn_cpu._store32(p[0], j0, acc)
 
 
 @njit(**JIT_OPTIONS)
@@ -194,41 +209,50 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
         loss += chunk_loss[c]
         correct += chunk_correct[c]
     if train:
+        # Serial on purpose: a workqueue parallel region costs 25-50 us to launch on this VM, more
+        # than this whole tail (~10 us for the showcase).
+        # 1) sum the chunks' partials into chunk 0's, in chunk order, 32 lanes at a time (each
+        #    lane its own chain: ~NC*4 cycles per row instead of per element)
+        n_ih = part_ih.shape[2]
+        n_row = n_ih + H + 1
+        for r in range(L * n_row + C):
+            if r < L * n_row:
+                k, i = r // n_row, r % n_row
+                if i < n_ih:
+                    if i < layout[k, 3]:
+                        _reduce_rows(part_ih[:, k, i])
+                elif i < n_ih + H:
+                    _reduce_rows(part_hh[:, k, i - n_ih])
+                else:
+                    _reduce_rows(part_b[:, k])
+            else:
+                _reduce_rows(part_w[:, r - L * n_row])
+        for cc in range(1, nc):
+            for cl in range(C):
+                part_bo[0, cl] += part_bo[cc, cl]
+        # 2) Adam, one gradient row per iteration: (layer k, unit j) -> w_ih[j,:], w_hh[j,:],
+        #    b[j]; the last iteration is the dense head (w_out, b_out)
         f = params.dtype.type
         lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
         b1, b2, one, a, e = f(beta1), f(beta2), f(1), f(lr), f(eps)
         c1, c2 = f(1 - beta1 ** step), f(1 - beta2 ** step)
-        # one gradient row per iteration: (layer k, unit j) -> w_ih[j,:], w_hh[j,:], b[j];
-        # the last iteration is the dense head (w_out, b_out)
-        for r in prange(L * H + 1):
+        for r in range(L * H + 1):
             if r < L * H:
                 k, j = r // H, r % H
                 o_ih, o_hh, o_bk, I = layout[k, 0], layout[k, 1], layout[k, 2], layout[k, 3]
                 for i in range(I):
-                    g = part_ih[0, k, i, j]
-                    for cc in range(1, nc):
-                        g += part_ih[cc, k, i, j]
-                    _adam1(params, m, v, o_ih + j * I + i, g, b1, b2, one, c1, c2, a, e)
+                    _adam1(params, m, v, o_ih + j * I + i, part_ih[0, k, i, j], b1, b2, one, c1,
+                           c2, a, e)
                 for i in range(H):
-                    g = part_hh[0, k, i, j]
-                    for cc in range(1, nc):
-                        g += part_hh[cc, k, i, j]
-                    _adam1(params, m, v, o_hh + j * H + i, g, b1, b2, one, c1, c2, a, e)
-                g = part_b[0, k, j]
-                for cc in range(1, nc):
-                    g += part_b[cc, k, j]
-                _adam1(params, m, v, o_bk + j, g, b1, b2, one, c1, c2, a, e)
+                    _adam1(params, m, v, o_hh + j * H + i, part_hh[0, k, i, j], b1, b2, one,
+                           c1, c2, a, e)
+                _adam1(params, m, v, o_bk + j, part_b[0, k, j], b1, b2, one, c1, c2, a, e)
             else:
                 for cl in range(C):
                     for j in range(H):
-                        g = part_w[0, cl, j]
-                        for cc in range(1, nc):
-                            g += part_w[cc, cl, j]
-                        _adam1(params, m, v, o_w + cl * H + j, g, b1, b2, one, c1, c2, a, e)
-                    g = part_bo[0, cl]
-                    for cc in range(1, nc):
-                        g += part_bo[cc, cl]
-                    _adam1(params, m, v, o_b + cl, g, b1, b2, one, c1, c2, a, e)
+                        _adam1(params, m, v, o_w + cl * H + j, part_w[0, cl, j], b1, b2, one,
+                               c1, c2, a, e)
+                    _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e)
     return loss, correct
 
 
@@ -298,7 +322,7 @@ class ClassifierStep:
             z((nc, L, imax, HP), dt),   # part_ih
             z((nc, L, H, HP), dt),      # part_hh
             z((nc, L, HP), dt),         # part_b
-            z((nc, C, H), dt),          # part_w
+            z((nc, C, HP), dt),         # part_w (padded rows: reduced 32 lanes at a time)
             z((nc, C), dt),             # part_bo
         )
         self.logits = z((B, C), dt)

@@ -83,9 +83,9 @@ def check_forward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=Non
 def check_backward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=None,
                    alias=False, order="forward", seed=0):
     """``rnn_bwd_warp`` (dx fused when I <= 32) or ``rnn_bwd_block``, then ``rnn_wgrad_partial``
-    and ``rnn_wgrad_reduce`` on their ``dz`` (and ``dx = dz W_ih`` as the launcher's GEMM when not fused), against
-    ``reference.rnn_backward``. ``dy`` is NULL when ``lengths`` is "none"; ``alias`` passes one
-    array as both ``dy`` and ``dz``, as the launcher may."""
+    and ``rnn_wgrad_reduce`` on their ``dz`` (and ``dx = dz W_ih`` as the launcher's GEMM when
+    not fused), against ``reference.rnn_backward``. ``dy`` is NULL when ``lengths`` is "none";
+    ``alias`` passes one array as both ``dy`` and ``dz``, as the launcher may."""
     rng, x, h0, w_ih, w_hh, b, lens = layer_problem(B, T, I, H, time_major, lengths)
     y = f32(ref.rnn_forward(x, h0, w_ih, w_hh, b, lens, time_major)[0])
     dy = None if lengths == "none" else rng.standard_normal(y.shape)

@@ -19,6 +19,7 @@ import shutil
 
 import numpy as np
 import pytest
+from fastrnn.kernels import cuda_launch as L
 
 from tests import emu_cases as cases
 from tests.cuda_emu.harness import EmuError, load, run_isolated, sanitizer_runtime
@@ -180,6 +181,16 @@ def test_backward(case):
 def test_backward_with_dz_aliasing_dy():
     cases.check_backward(3, 7, 3, 5, False, "mixed", alias=True)
     cases.check_backward(3, 7, 4, 33, True, "mixed", 2, alias=True)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("B,T,I,H,time_major,lengths", [(3, 1500, 4, 5, True, "mixed"),
+                                                        (2, 2200, 30, 32, False, "none")])
+def test_backward_long_sequences(B, T, I, H, time_major, lengths, order):
+    """B*T > 32 * NUM_SMS rows: each rnn_wgrad_partial block stages several chunks, the last
+    one partial."""
+    assert L.wgrad_plan(B, T, I, H)[0] > L.WGRAD_CHUNK
+    cases.check_backward(B, T, I, H, time_major, lengths, order=order, seed=5)
 
 
 @pytest.mark.parametrize("order", ["reverse", "random"])

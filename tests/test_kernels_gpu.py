@@ -107,6 +107,12 @@ def test_layer_h1024(cp, kc):
     _check_layer(cp, kc, 3, 28, 28, 1024, False, "mixed")
 
 
+def test_layer_long_sequences(cp, kc):
+    """B*T above 32 rows per SM: each rnn_wgrad_partial block stages several chunks of rows."""
+    _check_layer(cp, kc, 3, 1500, 4, 5, True, "mixed")
+    _check_layer(cp, kc, 2, 2200, 28, 32, False, "none")
+
+
 def test_layer_many_blocks_of_sequences(cp, kc):
     """B above the one-warp-per-block threshold (4 warps per block, B not a multiple of 4) and
     several sequences per block on the block path."""
@@ -238,3 +244,25 @@ def test_evaluate_and_predict(cp, layers):
     loss, acc = cu_clf.evaluate(dp, dx, dl)
     assert_close("eval loss", loss_r, loss, KERNEL_F32_FORWARD)
     assert abs(acc - acc_r) <= 1 / 300 + 1e-12
+
+
+def test_predict_follows_the_parameter_buffer(cp):
+    """predict caches launch arguments per parameter buffer: a second buffer, and an in-place
+    change of the first, must both show in the logits."""
+    from fastrnn.backends import get_backend
+
+    spec = ModelSpec(28, 31, 2, 10)
+    x, _ = _batch(spec, 64, 28, 3)
+    ref_clf = get_backend("reference").classifier(spec)
+    cu_clf = get_backend("cuda").classifier(spec)
+    dx = cp.asarray(x)
+    p1, p2 = init_params(spec, 1), init_params(spec, 2)
+    d1, d2 = cp.asarray(p1), cp.asarray(p2)
+    for name, p, d in [("params 1", p1, d1), ("params 2", p2, d2), ("params 1 again", p1, d1)]:
+        want = ref_clf.predict(p.astype(np.float64), x.astype(np.float64))
+        assert_close(f"logits, {name}", want, cp.asnumpy(cu_clf.predict(d, dx)),
+                     KERNEL_F32_FORWARD)
+    d1 *= 0.5  # in place: same buffer, new values
+    want = ref_clf.predict(p1.astype(np.float64) * 0.5, x.astype(np.float64))
+    assert_close("logits, params 1 halved", want, cp.asnumpy(cu_clf.predict(d1, dx)),
+                 KERNEL_F32_FORWARD)

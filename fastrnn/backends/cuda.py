@@ -1,14 +1,19 @@
 """The GPU backend: CuPy arrays in, CuPy arrays out, raw CUDA kernels from ``kernels/*.cu``.
 
-float32 only (float64 raises ``TypeError``). The classifier's training step is one fixed sequence
-of launches on flat buffers laid out by :mod:`fastrnn.params`: per layer one forward launch, the
-dense + cross-entropy rows and the dense-gradient reduction, per layer one BPTT launch and two
-weight-gradient launches (partial sums, then their reduction), one Adam launch over the flat buffer. When every layer runs on the
-one-launch fast path (hidden and input sizes <= 32, no GEMM through cuBLAS) the sequence is
-captured once in a CUDA graph and replayed: the batch is copied into fixed buffers, Adam's step
-scalars go through a pinned host buffer that a captured copy reads at replay time, and loss and
-accuracy come back through another pinned buffer (one synchronisation per step). Set
+float32 only (float64 raises ``TypeError``). The classifier's training step is one fixed sequence of
+launches on flat buffers laid out by :mod:`fastrnn.params`: per layer one forward launch, the dense
++ cross-entropy rows and the dense-gradient reduction, per layer one BPTT launch and two weight-
+gradient launches (partial sums, their reduction), one Adam launch over the flat buffer. When every
+layer runs on the one-launch fast path (hidden and input sizes <= 32, no GEMM through cuBLAS) the
+sequence is captured once in a CUDA graph and replayed: the batch is copied into fixed buffers,
+Adam's step scalars go through a pinned host buffer that a captured copy reads at replay time, and
+loss and accuracy come back through another pinned buffer (one synchronisation per step). Set
 ``FASTRNN_CUDA_GRAPH=0`` to launch eagerly; a failed capture falls back to eager launches too.
+
+``predict`` and ``evaluate`` launch eagerly but do their per-call Python work once: the parameter
+views and each layer's launch arguments are cached per (parameter buffer, batch shape), so a call
+is the kernel launches plus one output allocation (inference is ~9 us of device time per layer at
+the showcase size; the Python around it was most of the host-timed call).
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ class _Buffers:
         self.graph = None
         self.graph_key = None
         self.eager_steps = 0
+        self.infer_key = None  # (params pointer, size) of infer_plan
+        self.infer_plan = None
 
 
 class _CudaClassifier:
@@ -94,6 +101,48 @@ class _CudaClassifier:
             k.forward_into(inp, None, w_ih, w_hh, b, None, False, bf.ys[i], bf.hn[i])
             inp = bf.ys[i]
         return bf.hn[-1]
+
+    def _infer_plan(self, params, bf: _Buffers):
+        """``(views, launches)`` for inference on ``params``, cached on ``bf`` per parameter
+        buffer: ``launches`` is ``[(kernel, grid, block, args)]`` of the forward layers with the
+        input slot of layer 0 left as None, or None when a layer needs a GEMM (eager path)."""
+        key = (params.data.ptr, params.size)
+        if bf.infer_key == key:
+            return bf.infer_plan
+        k = _kernels()
+        kl = k.L
+        spec = self.spec
+        pv = views(params, spec)
+        B, T, H = bf.B, bf.T, spec.hidden_size
+        launches = []
+        inp_i = spec.input_size
+        for i, (w_ih, w_hh, b) in enumerate(layers(params, spec)):
+            if not (kl.use_warp_path(H) and inp_i <= kl.WARP_MAX_I):
+                launches = None
+                break
+            sx = kl.seq_strides(B, T, inp_i, False)
+            sy = kl.seq_strides(B, T, H, False)
+            i32 = np.int32
+            shape = kl.fwd_warp_launch(B)
+            args = (None if i == 0 else bf.ys[i - 1], w_ih, w_hh, b, k.NULL, k.NULL, bf.ys[i],
+                    bf.hn[i], i32(B), i32(T), i32(inp_i), i32(H), i32(1), i32(sx[0]),
+                    i32(sx[1]), i32(sy[0]), i32(sy[1]))
+            launches.append((k.kernel("rnn_forward.cu", "rnn_fwd_warp"), shape.grid,
+                             shape.block, args))
+            inp_i = H
+        bf.infer_key, bf.infer_plan = key, (pv, launches)
+        return bf.infer_plan
+
+    def _infer_forward(self, params, x, bf: _Buffers):
+        """The top layer's final state ``[B,H]`` for ``x`` (cached launch arguments)."""
+        pv, launches = self._infer_plan(params, bf)
+        if launches is None:
+            return pv, self._forward(params, x, bf)
+        for j, (kern, grid, block, args) in enumerate(launches):
+            if j == 0:
+                args = (x, *args[1:])
+            kern(grid, block, args)
+        return pv, bf.hn[-1]
 
     def _enqueue_step(self, params, m, v, x, labels, bf: _Buffers, stream_ptr):
         """Every launch of one training step, on the current stream (which is ``stream_ptr``)."""
@@ -177,8 +226,7 @@ class _CudaClassifier:
         _check(x=x, params=params)
         B, T, _ = x.shape
         bf = self._buffers(B, T)
-        pv = views(params, self.spec)
-        h_top = self._forward(params, x, bf)
+        pv, h_top = self._infer_forward(params, x, bf)
         labels = labels.astype(cp.int64, copy=False)
         k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], labels, None, bf.row_loss,
                           bf.row_correct, None, None)
@@ -193,8 +241,7 @@ class _CudaClassifier:
         _check(x=x, params=params)
         B, T, _ = x.shape
         bf = self._buffers(B, T)
-        pv = views(params, self.spec)
-        h_top = self._forward(params, x, bf)
+        pv, h_top = self._infer_forward(params, x, bf)
         logits = cp.empty((B, self.spec.num_classes), dtype=cp.float32)
         k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], None, logits, None, None, None, None)
         return logits
