@@ -269,6 +269,11 @@ def main(argv=None) -> int:
         if newest is not None:
             try:
                 ckpt = load_checkpoint(newest, config=config, device=device, backend=backend)
+                missing = {"step", "train_steps", "losses", "accs", "secs", "history"} - set(
+                    ckpt.state)
+                if missing or ckpt.rng_state is None:
+                    raise CheckpointError(f"{newest}: not written by this example (no "
+                                          f"{', '.join(sorted(missing)) or 'RNG state'})")
             except CheckpointError as e:
                 older = [p.name for _, p in list_checkpoints(args.checkpoint_dir)[:-1]]
                 hint = f" (remove it to resume from {older[-1]})" if older else ""

@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +110,13 @@ def _json_entry(obj: Any) -> np.ndarray:
     return np.array(json.dumps(obj, sort_keys=True))
 
 
-def _fsync(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+def _fsync_dir(path: Path) -> None:
+    """Flush the folder's entry for a renamed file, where the file system allows it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
     except OSError:  # some file systems refuse fsync on a folder; the rename is still atomic
-        if not directory:
-            raise
+        pass
     finally:
         os.close(fd)
 
@@ -172,21 +170,8 @@ def save_checkpoint(directory: str | os.PathLike, model: RNNClassifier, epoch: i
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(d, epoch)
-    fd, tmp_name = tempfile.mkstemp(dir=d, prefix=f".{final.stem}-", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        model.save(tmp)  # the model's own format (itself written atomically onto tmp)
-        with zipfile.ZipFile(tmp, "a") as z:  # npz is a zip of .npy files: add ours beside
-            for key, a in entries.items():
-                with z.open(key + ".npy", "w") as f:
-                    np.lib.format.write_array(f, a, allow_pickle=False)
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(d, directory=True)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    model.save(final, extra=entries)  # the model's format plus ours; atomic and flushed
+    _fsync_dir(d)
     if keep is not None:
         for _, old in list_checkpoints(d)[:-keep]:
             old.unlink(missing_ok=True)

@@ -146,19 +146,27 @@ class RNNClassifier:
         return views(self.params, self.spec)
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write sizes, parameters, Adam state and step to ``path`` (``.npz``), atomically."""
+    def save(self, path, *, extra: dict | None = None) -> None:
+        """Write sizes, parameters, Adam state and step to ``path`` (``.npz``), atomically: into a
+        temporary file beside it, flushed to disk, then renamed over ``path``.
+
+        ``extra`` maps further names to arrays stored beside the model's own entries (checkpoints
+        use it for the training loop's state); :meth:`load` ignores them.
+        """
         path = Path(path)
         to_np = (lambda a: a.get()) if self.xp is not np else (lambda a: a)
+        extra = dict(extra or {})
         fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, format_version=_FORMAT_VERSION,
+                np.savez(f, **extra, format_version=_FORMAT_VERSION,
                          sizes=np.array([self.spec.input_size, self.spec.hidden_size,
                                          self.spec.num_layers, self.spec.num_classes]),
                          dtype=self.spec.dtype, seed=self.seed, step=self.step,
                          hyper=np.array([self.lr, self.beta1, self.beta2, self.eps]),
                          params=to_np(self.params), m=to_np(self.m), v=to_np(self.v))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

@@ -121,11 +121,17 @@ def _fma8(a, s, v, o):
 
 
 @njit(inline="always")
-def _fma32(a, s, w, o):
-    """``a + s * w[o:o+32]``."""
-    v = w[o:o + 32]
+def _fmav(a, s, v):
+    """``a + s * v[:32]`` for a 32-lane view ``v`` (slice it once per loaded row: every slice
+    costs a bounds clamp and a branch)."""
     return (_fma8(a[0], s, v, 0), _fma8(a[1], s, v, 8), _fma8(a[2], s, v, 16),
             _fma8(a[3], s, v, 24))
+
+
+@njit(inline="always")
+def _fma32(a, s, w, o):
+    """``a + s * w[o:o+32]``."""
+    return _fmav(a, s, w[o:o + 32])
 
 
 @njit(inline="always")
@@ -210,11 +216,11 @@ def _vecmat4(a, r, m, K, out):
         acc0 = _zero32(m)
         acc1, acc2, acc3 = acc0, acc0, acc0
         for k in range(K):
-            w = m[k]
-            acc0 = _fma32(acc0, a[r0, k], w, n0)
-            acc1 = _fma32(acc1, a[r1, k], w, n0)
-            acc2 = _fma32(acc2, a[r2, k], w, n0)
-            acc3 = _fma32(acc3, a[r3, k], w, n0)
+            w = m[k, n0:n0 + 32]
+            acc0 = _fmav(acc0, a[r0, k], w)
+            acc1 = _fmav(acc1, a[r1, k], w)
+            acc2 = _fmav(acc2, a[r2, k], w)
+            acc3 = _fmav(acc3, a[r3, k], w)
         _store32(out[r0], n0, acc0)
         _store32(out[r1], n0, acc1)
         _store32(out[r2], n0, acc2)
@@ -290,29 +296,25 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
                     acc0 = _load32(bias, j0)
                     acc1, acc2, acc3 = acc0, acc0, acc0
                     for k in range(I):  # input projection fused: its FMAs fill latency gaps
-                        w = wih_t[k]
-                        acc0 = _fma32(acc0, xt[r0, k], w, j0)
-                        acc1 = _fma32(acc1, xt[r1, k], w, j0)
-                        acc2 = _fma32(acc2, xt[r2, k], w, j0)
-                        acc3 = _fma32(acc3, xt[r3, k], w, j0)
+                        w = wih_t[k, j0:j0 + 32]
+                        acc0 = _fmav(acc0, xt[r0, k], w)
+                        acc1 = _fmav(acc1, xt[r1, k], w)
+                        acc2 = _fmav(acc2, xt[r2, k], w)
+                        acc3 = _fmav(acc3, xt[r3, k], w)
                     for k in range(H):
-                        w = whh_t[k]
-                        acc0 = _fma32(acc0, cur[r0, k], w, j0)
-                        acc1 = _fma32(acc1, cur[r1, k], w, j0)
-                        acc2 = _fma32(acc2, cur[r2, k], w, j0)
-                        acc3 = _fma32(acc3, cur[r3, k], w, j0)
-                    acc0 = _tanh32(acc0)
-                    acc1 = _tanh32(acc1)
-                    acc2 = _tanh32(acc2)
-                    acc3 = _tanh32(acc3)
-                    _store32(nxt[r0], j0, acc0)
-                    _store32(nxt[r1], j0, acc1)
-                    _store32(nxt[r2], j0, acc2)
-                    _store32(nxt[r3], j0, acc3)
+                        w = whh_t[k, j0:j0 + 32]
+                        acc0 = _fmav(acc0, cur[r0, k], w)
+                        acc1 = _fmav(acc1, cur[r1, k], w)
+                        acc2 = _fmav(acc2, cur[r2, k], w)
+                        acc3 = _fmav(acc3, cur[r3, k], w)
+                    _store32(yt[r3], j0, acc3)  # pre-activations; the tanh below runs
+                    _store32(yt[r2], j0, acc2)  # in place, one code copy for all rows
+                    _store32(yt[r1], j0, acc1)  # (4 inlined copies cost ~8 s of compile)
                     _store32(yt[r0], j0, acc0)
-                    _store32(yt[r1], j0, acc1)
-                    _store32(yt[r2], j0, acc2)
-                    _store32(yt[r3], j0, acc3)
+                    for b in range(b0, min(b0 + ROWS, hi)):
+                        a = _tanh32(_load32(yt[b], j0))
+                        _store32(yt[b], j0, a)
+                        _store32(nxt[b], j0, a)
             for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:  # past the length: state carried, output zero
                     for j in range(HP):
@@ -398,9 +400,9 @@ def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_
             r = _quad(b0, hi - 1)
             if (t < lengths[r[0]] or t < lengths[r[1]] or t < lengths[r[2]]
                     or t < lengths[r[3]]):
-                _vecmat4(dzt, r, whh_p, H, nxt)
-                if need_dx:
-                    _vecmat4(dzt, r, wih_p, H, dx[t])
+                for which in range(2 if need_dx else 1):  # one code copy (compile time)
+                    _vecmat4(dzt, r, whh_p if which == 0 else wih_p, H,
+                             nxt if which == 0 else dx[t])
             for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:
                     for j in range(HP):
@@ -427,7 +429,6 @@ def _weight_grads_chunk(x, h0, y, dz, pih, phh, pb, lo, hi):
     T, _, I = x.shape
     H = h0.shape[1]
     HP = dz.shape[2]
-    one = dz.dtype.type(1)
     for j0 in range(0, HP, BLOCK):
         for i0 in range(0, I, 4):
             i = _quad(i0, I - 1)
@@ -437,41 +438,50 @@ def _weight_grads_chunk(x, h0, y, dz, pih, phh, pb, lo, hi):
                 xt = x[t]
                 dzt = dz[t]
                 for b in range(lo, hi):
-                    d = dzt[b]
-                    acc0 = _fma32(acc0, xt[b, i[0]], d, j0)
-                    acc1 = _fma32(acc1, xt[b, i[1]], d, j0)
-                    acc2 = _fma32(acc2, xt[b, i[2]], d, j0)
-                    acc3 = _fma32(acc3, xt[b, i[3]], d, j0)
+                    d = dzt[b, j0:j0 + 32]
+                    acc0 = _fmav(acc0, xt[b, i[0]], d)
+                    acc1 = _fmav(acc1, xt[b, i[1]], d)
+                    acc2 = _fmav(acc2, xt[b, i[2]], d)
+                    acc3 = _fmav(acc3, xt[b, i[3]], d)
             _store32(pih[i[3]], j0, acc3)  # repeated indices store equal values
             _store32(pih[i[2]], j0, acc2)
             _store32(pih[i[1]], j0, acc1)
             _store32(pih[i[0]], j0, acc0)
         # W_hh features in groups of 4; the last group is up to 3 rows plus the bias
         for k0 in range(0, H + 1, 4):
-            full = k0 + 4 <= H
             k = _quad(min(k0, H - 1), H - 1)
-            acc0 = _zero32(dz)
-            acc1, acc2, acc3 = acc0, acc0, acc0
-            for t in range(T):
-                dzt = dz[t]
-                for b in range(lo, hi):
-                    d = dzt[b]
-                    if t == 0:  # the previous state is h0
-                        s0, s1, s2, s3 = h0[b, k[0]], h0[b, k[1]], h0[b, k[2]], h0[b, k[3]]
-                    else:  # a running sequence's state at t-1 is its output
-                        yp = y[t - 1, b]
-                        s0, s1, s2, s3 = yp[k[0]], yp[k[1]], yp[k[2]], yp[k[3]]
-                    acc0 = _fma32(acc0, s0, d, j0)
-                    acc1 = _fma32(acc1, s1, d, j0)
-                    acc2 = _fma32(acc2, s2, d, j0)
-                    acc3 = _fma32(acc3, s3 if full else one, d, j0)
-            if full:
-                _store32(phh[k[3]], j0, acc3)
-            else:
-                _store32(pb, j0, acc3)
-            _store32(phh[k[2]], j0, acc2)
-            _store32(phh[k[1]], j0, acc1)
-            _store32(phh[k[0]], j0, acc0)
+            bias = k0 + 4 > H  # one code copy for both cases (compile time)
+            acc = _hh_group(h0, y, dz, k[0], k[1], k[2], k[3], bias, j0, lo, hi)
+            _store32(pb if bias else phh[k[3]], j0, acc[3])
+            _store32(phh[k[2]], j0, acc[2])
+            _store32(phh[k[1]], j0, acc[1])
+            _store32(phh[k[0]], j0, acc[0])
+
+
+@njit(inline="always")
+def _hh_group(h0, y, dz, k0, k1, k2, k3, bias, j0, lo, hi):
+    """``sum_{t,b} h_{t-1}[b,k] dz[t,b,j0:j0+32]`` for the four features k (the fourth is the
+    constant 1 if ``bias``); h_{-1} = h0, h_{t-1} = y[t-1] for a running sequence."""
+    acc0 = _zero32(dz)
+    acc1, acc2, acc3 = acc0, acc0, acc0
+    one = dz.dtype.type(1)
+    dz0 = dz[0]
+    for b in range(lo, hi):  # t = 0: the previous state is h0
+        d = dz0[b, j0:j0 + 32]
+        acc0 = _fmav(acc0, h0[b, k0], d)
+        acc1 = _fmav(acc1, h0[b, k1], d)
+        acc2 = _fmav(acc2, h0[b, k2], d)
+        acc3 = _fmav(acc3, one if bias else h0[b, k3], d)  # k3 is a valid row either way
+    for t in range(1, dz.shape[0]):
+        yp = y[t - 1]
+        dzt = dz[t]
+        for b in range(lo, hi):
+            d = dzt[b, j0:j0 + 32]
+            acc0 = _fmav(acc0, yp[b, k0], d)
+            acc1 = _fmav(acc1, yp[b, k1], d)
+            acc2 = _fmav(acc2, yp[b, k2], d)
+            acc3 = _fmav(acc3, one if bias else yp[b, k3], d)
+    return acc0, acc1, acc2, acc3
 
 
 @njit(**JIT_OPTIONS)

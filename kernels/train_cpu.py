@@ -155,6 +155,89 @@ def pack_kernel(params, layout, H, wih_t, whh_t, bias, wih_p, whh_p):
                 whh_p[k, j, i] = w
 
 
+@njit(**JIT_OPTIONS)
+def _chunk_step(c, xs, labels, layout, train, w_out, b_out, wih_t, whh_t, bias, wih_p, whh_p,
+                ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b,
+                part_w, part_bo, logits, dlogits, lengths, chunk_loss, chunk_correct):
+    """Chunk ``c`` of :func:`step_kernel`: its rows through every layer forward, the head, and
+    (if ``train``) every layer backward, into its own partial gradients ``part_*[c]``."""
+    B = xs.shape[1]
+    L = layout.shape[0]
+    H = h_n.shape[2]
+    lo = c * rnn_cpu.CHUNK
+    hi = min(B, lo + rnn_cpu.CHUNK)
+    for k in range(L):
+        inp = xs if k == 0 else ys[k - 1, :, :, :H]
+        rnn_cpu._forward_chunk(inp, h0, wih_t[k], whh_t[k], bias[k], lengths, ys[k], h_n[k],
+                               hbuf, lo, hi)
+    loss, correct = _head_rows(h_n[L - 1], w_out, b_out, labels, logits, dlogits, dh_top,
+                               part_w[c], part_bo[c], train, lo, hi)
+    chunk_loss[c] = loss
+    chunk_correct[c] = correct
+    if train:
+        for k in range(L - 1, -1, -1):
+            inp = xs if k == 0 else ys[k - 1, :, :, :H]
+            rnn_cpu._backward_chunk(dxy[(k + 1) & 1], dh_top if k == L - 1 else h0, wih_p[k],
+                                    whh_p[k], ys[k], lengths, dxy[k & 1], dh0, dhbuf, dz,
+                                    k < L - 1, k > 0, lo, hi)
+            rnn_cpu._weight_grads_chunk(inp, h0, ys[k], dz, part_ih[c, k], part_hh[c, k],
+                                        part_b[c, k], lo, hi)
+
+
+@njit(**JIT_OPTIONS)
+def _reduce_adam(params, m, v, layout, out_offsets, hyper, step, part_ih, part_hh, part_b,
+                 part_w, part_bo):
+    """Sum the chunks' partial gradients (in chunk order) and apply Adam to every parameter."""
+    L = layout.shape[0]
+    nc, H = part_hh.shape[0], part_hh.shape[2]
+    C = part_bo.shape[1]
+    o_w, o_b = out_offsets[0], out_offsets[1]
+    # Serial on purpose: a workqueue parallel region costs 25-50 us to launch on this VM, more
+    # than this whole tail (~10 us for the showcase).
+    # 1) sum the chunks' partials into chunk 0's, in chunk order, 32 lanes at a time (each
+    #    lane its own chain: ~NC*4 cycles per row instead of per element)
+    n_ih = part_ih.shape[2]
+    n_row = n_ih + H + 1
+    for r in range(L * n_row + C):
+        if r < L * n_row:
+            k, i = r // n_row, r % n_row
+            if i < n_ih:
+                if i < layout[k, 3]:
+                    _reduce_rows(part_ih[:, k, i])
+            elif i < n_ih + H:
+                _reduce_rows(part_hh[:, k, i - n_ih])
+            else:
+                _reduce_rows(part_b[:, k])
+        else:
+            _reduce_rows(part_w[:, r - L * n_row])
+    for cc in range(1, nc):
+        for cl in range(C):
+            part_bo[0, cl] += part_bo[cc, cl]
+    # 2) Adam, one gradient row per iteration: (layer k, unit j) -> w_ih[j,:], w_hh[j,:],
+    #    b[j]; the last iteration is the dense head (w_out, b_out)
+    f = params.dtype.type
+    lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
+    b1, b2, one, a, e = f(beta1), f(beta2), f(1), f(lr), f(eps)
+    c1, c2 = f(1 - beta1 ** step), f(1 - beta2 ** step)
+    for r in range(L * H + 1):
+        if r < L * H:
+            k, j = r // H, r % H
+            o_ih, o_hh, o_bk, I = layout[k, 0], layout[k, 1], layout[k, 2], layout[k, 3]
+            for i in range(I):
+                _adam1(params, m, v, o_ih + j * I + i, part_ih[0, k, i, j], b1, b2, one, c1,
+                       c2, a, e)
+            for i in range(H):
+                _adam1(params, m, v, o_hh + j * H + i, part_hh[0, k, i, j], b1, b2, one,
+                       c1, c2, a, e)
+            _adam1(params, m, v, o_bk + j, part_b[0, k, j], b1, b2, one, c1, c2, a, e)
+        else:
+            for cl in range(C):
+                for j in range(H):
+                    _adam1(params, m, v, o_w + cl * H + j, part_w[0, cl, j], b1, b2, one,
+                           c1, c2, a, e)
+                _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e)
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, train,
                 wih_t, whh_t, bias, wih_p, whh_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz,
@@ -184,75 +267,20 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
     w_out = params[o_w:o_w + C * H].reshape((C, H))
     b_out = params[o_b:o_b + C]
     nc = rnn_cpu.num_chunks_k(B)
+    # the parallel body is one call: a small parfor keeps Numba's parfor passes (compile time) cheap
     for c in prange(nc):
-        lo = c * rnn_cpu.CHUNK
-        hi = min(B, lo + rnn_cpu.CHUNK)
-        for k in range(L):
-            inp = xs if k == 0 else ys[k - 1, :, :, :H]
-            rnn_cpu._forward_chunk(inp, h0, wih_t[k], whh_t[k], bias[k], lengths, ys[k],
-                                   h_n[k], hbuf, lo, hi)
-        loss, correct = _head_rows(h_n[L - 1], w_out, b_out, labels, logits, dlogits, dh_top,
-                                   part_w[c], part_bo[c], train, lo, hi)
-        chunk_loss[c] = loss
-        chunk_correct[c] = correct
-        if train:
-            for k in range(L - 1, -1, -1):
-                inp = xs if k == 0 else ys[k - 1, :, :, :H]
-                rnn_cpu._backward_chunk(dxy[(k + 1) & 1], dh_top if k == L - 1 else h0,
-                                        wih_p[k], whh_p[k], ys[k], lengths, dxy[k & 1], dh0,
-                                        dhbuf, dz, k < L - 1, k > 0, lo, hi)
-                rnn_cpu._weight_grads_chunk(inp, h0, ys[k], dz, part_ih[c, k], part_hh[c, k],
-                                            part_b[c, k], lo, hi)
+        _chunk_step(c, xs, labels, layout, train, w_out, b_out, wih_t, whh_t, bias, wih_p,
+                    whh_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh,
+                    part_b, part_w, part_bo, logits, dlogits, lengths, chunk_loss,
+                    chunk_correct)
     loss = 0.0
     correct = 0
     for c in range(nc):
         loss += chunk_loss[c]
         correct += chunk_correct[c]
     if train:
-        # Serial on purpose: a workqueue parallel region costs 25-50 us to launch on this VM, more
-        # than this whole tail (~10 us for the showcase).
-        # 1) sum the chunks' partials into chunk 0's, in chunk order, 32 lanes at a time (each
-        #    lane its own chain: ~NC*4 cycles per row instead of per element)
-        n_ih = part_ih.shape[2]
-        n_row = n_ih + H + 1
-        for r in range(L * n_row + C):
-            if r < L * n_row:
-                k, i = r // n_row, r % n_row
-                if i < n_ih:
-                    if i < layout[k, 3]:
-                        _reduce_rows(part_ih[:, k, i])
-                elif i < n_ih + H:
-                    _reduce_rows(part_hh[:, k, i - n_ih])
-                else:
-                    _reduce_rows(part_b[:, k])
-            else:
-                _reduce_rows(part_w[:, r - L * n_row])
-        for cc in range(1, nc):
-            for cl in range(C):
-                part_bo[0, cl] += part_bo[cc, cl]
-        # 2) Adam, one gradient row per iteration: (layer k, unit j) -> w_ih[j,:], w_hh[j,:],
-        #    b[j]; the last iteration is the dense head (w_out, b_out)
-        f = params.dtype.type
-        lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
-        b1, b2, one, a, e = f(beta1), f(beta2), f(1), f(lr), f(eps)
-        c1, c2 = f(1 - beta1 ** step), f(1 - beta2 ** step)
-        for r in range(L * H + 1):
-            if r < L * H:
-                k, j = r // H, r % H
-                o_ih, o_hh, o_bk, I = layout[k, 0], layout[k, 1], layout[k, 2], layout[k, 3]
-                for i in range(I):
-                    _adam1(params, m, v, o_ih + j * I + i, part_ih[0, k, i, j], b1, b2, one, c1,
-                           c2, a, e)
-                for i in range(H):
-                    _adam1(params, m, v, o_hh + j * H + i, part_hh[0, k, i, j], b1, b2, one,
-                           c1, c2, a, e)
-                _adam1(params, m, v, o_bk + j, part_b[0, k, j], b1, b2, one, c1, c2, a, e)
-            else:
-                for cl in range(C):
-                    for j in range(H):
-                        _adam1(params, m, v, o_w + cl * H + j, part_w[0, cl, j], b1, b2, one,
-                               c1, c2, a, e)
-                    _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e)
+        _reduce_adam(params, m, v, layout, out_offsets, hyper, step, part_ih, part_hh, part_b,
+                     part_w, part_bo)
     return loss, correct
 
 
