@@ -45,6 +45,10 @@ def _have_gpu() -> bool:
 
 HAVE_GPU = _have_gpu()
 
+#: every backend of the functional API, as a test parameter: the same test runs on CPU-only CI
+#: and does real work on a GPU machine
+BACKENDS = ["reference", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
 
 def pytest_collection_modifyitems(config, items):
     if HAVE_GPU:

@@ -5,7 +5,6 @@ weights (shared gradients also against central finite differences); invalid argu
 from __future__ import annotations
 
 import doctest
-import importlib.util
 
 import numpy as np
 import pytest
@@ -21,6 +20,8 @@ from fastrnn.cells import (
     static_rnn,
 )
 from fastrnn.params import ModelSpec, init_params, views
+from tests.conftest import BACKENDS
+from tests.gradcheck import numeric_grad
 from tests.tolerances import (
     FINITE_DIFF,
     KERNEL_F32_BACKWARD,
@@ -28,14 +29,6 @@ from tests.tolerances import (
     KERNEL_F64,
     assert_close,
 )
-
-HAVE_CPU = importlib.util.find_spec("fastrnn.backends.cpu") is not None
-
-BACKENDS = [
-    "reference",
-    pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CPU, reason="no CPU backend yet")),
-    pytest.param("cuda", marks=pytest.mark.gpu),
-]
 
 
 def precision(backend):
@@ -189,19 +182,9 @@ def test_shared_weight_gradients_match_finite_differences(pattern):
     _, _, tape = dynamic_rnn(multi, x, lengths, return_tape=True, backend="reference")
     g = tape.backward(R, S)
     assert len(g.weights) == len(set(pattern))
-    eps = 1e-6
     for cell, grads in g.weights.items():
         for name in ("w_ih", "w_hh", "b"):
-            w = getattr(cell, name)
-            fd = np.zeros_like(w)
-            for i in np.ndindex(w.shape):
-                old = w[i]
-                w[i] = old + eps
-                up = loss()
-                w[i] = old - eps
-                down = loss()
-                w[i] = old
-                fd[i] = (up - down) / (2 * eps)
+            fd = numeric_grad(loss, getattr(cell, name))
             assert_close(f"{pattern}:{name}", fd, grads[name], FINITE_DIFF)
 
 
@@ -278,7 +261,6 @@ def test_set_weights_copies_into_the_cell_dtype():
     assert cell.w_ih[0, 0] == 1
 
 
-@pytest.mark.skipif(not HAVE_CPU, reason="the docstring example runs on the default CPU backend")
 def test_module_docstring_example_runs():
     import fastrnn.cells
 

@@ -7,23 +7,8 @@ import numpy as np
 import pytest
 
 from fastrnn import reference as ref
+from tests.gradcheck import numeric_grad
 from tests.tolerances import FINITE_DIFF, assert_close
-
-EPS = 1e-6
-
-
-def numeric_grad(f, a: np.ndarray) -> np.ndarray:
-    """Central differences of the scalar ``f()`` with respect to each element of ``a``."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + EPS
-        up = f()
-        a[i] = old - EPS
-        down = f()
-        a[i] = old
-        g[i] = (up - down) / (2 * EPS)
-    return g
 
 
 def make_layer(rng, B, T, I, H, time_major):

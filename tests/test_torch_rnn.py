@@ -8,7 +8,6 @@ fastrnn's float64 reference)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ torch = pytest.importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import fastrnn.torch as ft  # noqa: E402
+from tests.conftest import BACKENDS  # noqa: E402
 from tests.tolerances import (  # noqa: E402
     KERNEL_F32_BACKWARD,
     KERNEL_F32_FORWARD,
@@ -28,13 +28,6 @@ from tests.tolerances import (  # noqa: E402
     assert_close,
 )
 
-HAVE_CPU = importlib.util.find_spec("fastrnn.backends.cpu") is not None
-
-BACKENDS = [
-    "reference",
-    pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CPU, reason="no CPU backend yet")),
-    pytest.param("cuda", marks=pytest.mark.gpu),
-]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 B, T, I, H = 3, 7, 5, 6
@@ -267,7 +260,6 @@ def test_torch_is_optional():
     assert "ImportError: fastrnn.torch needs PyTorch: pip install torch" in r.stderr
 
 
-@pytest.mark.skipif(not HAVE_CPU, reason="no CPU backend yet")
 def test_cpu_threads_share_the_process_with_torch():
     """Functional part of the threads check (timings: bench/test_bench_torch_dropin.py): the CPU
     kernels run on Numba's sleeping workqueue layer (unless the user chose one) and leave torch's
