@@ -198,8 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         cupy_cache = os.environ.get("CUPY_CACHE_DIR") or Path.home() / ".cupy" / "kernel_cache"
         print(f"  CuPy kernels   {cupy_cache}")
     data_dir = os.environ.get("FASTRNN_DATA_DIR")
-    print(f"  MNIST          {_cache_dir()}" + (f" (searched first: $FASTRNN_DATA_DIR={data_dir})"
-                                                 if data_dir else ""), flush=True)
+    try:
+        mnist_cache = str(_cache_dir())
+    except ImportError:  # pooch, needed only for downloads, is missing
+        mnist_cache = "none: pooch is not installed, so nothing can be downloaded"
+    print(f"  MNIST          {mnist_cache}" + (f" (searched first: $FASTRNN_DATA_DIR={data_dir})"
+                                               if data_dir else ""), flush=True)
 
     failed: list[str] = []  # checks that disagree
     broken: list[str] = []  # warm-ups that raised

@@ -4,6 +4,7 @@ arrived. Kernels never check anything, so everything they assume is established 
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -44,9 +45,10 @@ def positive_float(name: str, value) -> float:
     return float(value)
 
 
-def array(name: str, a, xp, ndim: int, dtype=None):
+def array(name: str, a, xp, ndim: int, dtype=None, *, contiguous: bool = True):
     """An array of module ``xp`` (NumPy or CuPy) with ``ndim`` dims and a float dtype
-    (``dtype`` if given); returned C-contiguous (copied only when it is not)."""
+    (``dtype`` if given); returned C-contiguous (copied only when it is not) unless
+    ``contiguous=False``, which returns it as given so that sizes can be checked before any copy."""
     if a is None or not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{name}: expected a {xp.__name__} array, got {_describe(a)}")
     if xp is np and type(a).__module__.startswith("cupy"):
@@ -61,7 +63,55 @@ def array(name: str, a, xp, ndim: int, dtype=None):
         raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} (the dtype of x), got {a.dtype}")
     if a.size > MAX_ELEMENTS:
         fail(name, f"at most {MAX_ELEMENTS} elements (32-bit kernel indexing)", _describe(a))
-    return xp.ascontiguousarray(a)
+    return xp.ascontiguousarray(a) if contiguous else a
+
+
+def _not_cupy_on_numpy(name: str, a, xp) -> None:
+    """A CuPy array where the rest is NumPy (a device mix) is refused, not silently converted."""
+    if xp is np and type(a).__module__.startswith("cupy"):
+        raise TypeError(f"{name}: expected a NumPy array (like x), got {_describe(a)}")
+
+
+def indexable(name: str, count: int, expected: str, got: str) -> None:
+    """``count`` elements fit the kernels' 32-bit indices (:data:`MAX_ELEMENTS`)."""
+    if count > MAX_ELEMENTS:
+        fail(name, f"{expected} <= {MAX_ELEMENTS} (32-bit kernel indexing)", got)
+
+
+def total_memory(xp=np) -> int | None:
+    """Bytes of memory on ``xp``'s device: the GPU's total for CuPy; for NumPy the physical RAM,
+    or the cgroup limit when lower. None when unknown (then nothing is refused for size)."""
+    if xp is not np:
+        try:
+            return int(xp.cuda.Device().mem_info[1])
+        except Exception:  # no device query possible: let the allocator decide
+            return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return int(total) if total > 0 else None
+
+
+def memory(name: str, nbytes: int, xp, got: str) -> None:
+    """Refuse, before allocating anything, a call whose arrays and workspaces need ``nbytes``
+    bytes, more than the device has: ``MemoryError`` naming ``name`` and the sizes in ``got``
+    (instead of an out-of-memory kill part-way through)."""
+    limit = total_memory(xp)
+    if limit is not None and nbytes > limit:
+        raise MemoryError(f"{name}: expected sizes whose arrays and workspaces fit in "
+                          f"{_gib(limit)} of memory, got {got} needing {_gib(nbytes)}")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def shape(name: str, a, expected: tuple, meaning: str) -> None:
@@ -74,6 +124,7 @@ def labels(name: str, y, xp, batch: int, num_classes: int):
     """Integer class labels ``[B]`` in ``[0, num_classes)``, returned as int64."""
     if y is None or not hasattr(y, "dtype"):
         y = np.asarray(y) if y is not None else y
+    _not_cupy_on_numpy(name, y, xp)
     if y is None or y.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an integer array of shape [B] = ({batch},), "
                         f"got {_describe(y)}")
@@ -91,6 +142,7 @@ def lengths(name: str, lens, xp, batch: int, steps: int):
         return xp.full(batch, steps, dtype=xp.int32)
     if not hasattr(lens, "dtype"):
         lens = np.asarray(lens)
+    _not_cupy_on_numpy(name, lens, xp)
     if lens.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integers, got {_describe(lens)}")
     shape(name, lens, (batch,), "[B]")
