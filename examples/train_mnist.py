@@ -32,6 +32,7 @@ by ``--max-steps`` in the middle of an epoch writes no checkpoint for that parti
 from __future__ import annotations
 
 import argparse
+import math
 import importlib
 import os
 import sys
@@ -96,8 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("layers", "hidden", "batch_size", "epochs", "keep_checkpoints"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
-    if not args.lr > 0:
-        p.error(f"--lr: expected a float > 0, got {args.lr}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        p.error(f"--lr: expected a finite float > 0, got {args.lr}")
     if args.max_steps is not None and args.max_steps < 1:
         p.error(f"--max-steps: expected an int >= 1, got {args.max_steps}")
     if args.backend == "reference" and args.device == "cuda":

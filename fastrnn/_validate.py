@@ -3,6 +3,7 @@ arrived. Kernels never check anything, so everything they assume is established 
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 
@@ -78,9 +79,11 @@ def indexable(name: str, count: int, expected: str, got: str) -> None:
         fail(name, f"{expected} <= {MAX_ELEMENTS} (32-bit kernel indexing)", got)
 
 
+@functools.cache
 def total_memory(xp=np) -> int | None:
     """Bytes of memory on ``xp``'s device: the GPU's total for CuPy; for NumPy the physical RAM,
-    or the cgroup limit when lower. None when unknown (then nothing is refused for size)."""
+    or the cgroup limit when lower. None when unknown (then nothing is refused for size).
+    Asked once per process: the size checks run on every training step."""
     if xp is not np:
         try:
             return int(xp.cuda.Device().mem_info[1])

@@ -14,8 +14,11 @@ from fastrnn.backends import array_device, get_backend
 
 def _xp(x):
     if array_device(x) == "cuda":
-        import cupy
-
+        try:
+            import cupy
+        except ImportError as e:  # a CuPy-looking object without CuPy: say so, naming x
+            raise TypeError(f"x: expected a NumPy array, or a CuPy array with CuPy installed, "
+                            f"got {check._describe(x)} ({type(e).__name__}: {e})") from e
         return cupy
     return np
 
@@ -30,38 +33,58 @@ def _pick_backend(x, backend: str | None):
     return get_backend(backend)
 
 
-def _check_layer(x, h0, w_ih, w_hh, b, lengths, time_major, has_bias=True):
-    """Validate one layer's arguments; returns them normalised plus (xp, B, T, H)."""
+def _check_layer(x, h0, w_ih, w_hh, b, lengths, time_major, has_bias=True, out_arrays=2):
+    """Validate one layer's arguments; returns them normalised plus (xp, B, T, H).
+
+    Every shape, dtype and size is checked before anything is copied or allocated, so a call too
+    large for 32-bit kernel indices or for the device's memory is refused up front.
+    ``out_arrays``: how many ``[B,T,max(I,H)]`` arrays the call allocates (outputs, zero
+    gradients, the backend's workspaces), for that memory estimate.
+    """
     if not isinstance(time_major, bool):
         raise TypeError(f"time_major: expected a bool, got {time_major!r}")
     xp = _xp(x)
-    x = check.array("x", x, xp, 3)
+    x = check.array("x", x, xp, 3, contiguous=False)
     dt = x.dtype
     T, B, I = x.shape if time_major else (x.shape[1], x.shape[0], x.shape[2])
     layout = "[T,B,I]" if time_major else "[B,T,I]"
     for name, n in (("B", B), ("T", T), ("I", I)):
         if n < 1:
             check.fail("x", f"shape {layout} with {name} >= 1", f"shape {tuple(x.shape)}")
-    w_hh = check.array("w_hh", w_hh, xp, 2, dt)
+    w_hh = check.array("w_hh", w_hh, xp, 2, dt, contiguous=False)
     H = w_hh.shape[0]
     if H < 1:
         check.fail("w_hh", "shape [H,H] with H >= 1", f"shape {tuple(w_hh.shape)}")
     check.shape("w_hh", w_hh, (H, H), "[H,H]")
-    w_ih = check.array("w_ih", w_ih, xp, 2, dt)
+    w_ih = check.array("w_ih", w_ih, xp, 2, dt, contiguous=False)
     check.shape("w_ih", w_ih, (H, I), "[H,I]")
     if has_bias:  # rnn_backward takes no bias
-        b = check.array("b", b, xp, 1, dt)
+        b = check.array("b", b, xp, 1, dt, contiguous=False)
         check.shape("b", b, (H,), "[H]")
-    if h0 is None:
-        h0 = xp.zeros((B, H), dtype=dt)
-    else:
-        h0 = check.array("h0", h0, xp, 2, dt)
+    if h0 is not None:
+        h0 = check.array("h0", h0, xp, 2, dt, contiguous=False)
         check.shape("h0", h0, (B, H), "[B,H]")
-    if B * T * max(I, H) > check.MAX_ELEMENTS:
-        check.fail("x", f"B*T*max(I,H) <= {check.MAX_ELEMENTS} (32-bit kernel indexing)",
-                   f"B={B}, T={T}, I={I}, H={H}")
-    lengths = check.lengths("lengths", lengths, xp, B, T)
+    sizes = f"B={B}, T={T}, I={I}, H={H}"
+    check.indexable("x", B * T * max(I, H), "B*T*max(I,H)", sizes)
+    # inputs copied when not contiguous (at most x and the weights), plus the call's own arrays
+    elements = B * T * (I + out_arrays * max(I, H)) + 2 * H * (I + H) + 4 * B * H
+    check.memory("x", elements * dt.itemsize, xp, f"{sizes} ({dt})")
+    lengths = _ready(xp, check.lengths("lengths", lengths, xp, B, T))
+    x, w_hh, w_ih = _ready(xp, x), _ready(xp, w_hh), _ready(xp, w_ih)
+    if has_bias:
+        b = _ready(xp, b)
+    h0 = xp.zeros((B, H), dtype=dt) if h0 is None else _ready(xp, h0)
     return x, h0, w_ih, w_hh, b, lengths, (xp, B, T, H)
+
+
+def _ready(xp, a):
+    """``a`` C-contiguous and, on NumPy, writeable: Numba types a read-only array apart, so each
+    pattern of read-only arguments would compile the kernels again (8-16 s each); a copy of a
+    read-only input costs far less than the kernel reading it."""
+    a = xp.ascontiguousarray(a)
+    if xp is np and not a.flags.writeable:
+        a = a.copy()
+    return a
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, *, backend=None):
@@ -120,20 +143,21 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
     dw_hh : array [H,H]
     db : array [H]
     """
+    # y, dy (given or zeros), dx and the backend's dz/dh workspaces: 5 arrays of [B,T,max(I,H)]
     x, h0, w_ih, w_hh, _, lengths, (xp, B, T, H) = _check_layer(
-        x, h0, w_ih, w_hh, None, lengths, time_major, has_bias=False)
+        x, h0, w_ih, w_hh, None, lengths, time_major, has_bias=False, out_arrays=5)
     out_shape = (T, B, H) if time_major else (B, T, H)
-    y = check.array("y", y, xp, 3, x.dtype)
-    check.shape("y", y, out_shape, "[T,B,H]" if time_major else "[B,T,H]")
-    if dy is None:
-        dy = xp.zeros(out_shape, dtype=x.dtype)
-    else:
-        dy = check.array("dy", dy, xp, 3, x.dtype)
-        check.shape("dy", dy, out_shape, "[T,B,H]" if time_major else "[B,T,H]")
-    if dh_n is None:
-        dh_n = xp.zeros((B, H), dtype=x.dtype)
-    else:
-        dh_n = check.array("dh_n", dh_n, xp, 2, x.dtype)
+    meaning = "[T,B,H]" if time_major else "[B,T,H]"
+    y = check.array("y", y, xp, 3, x.dtype, contiguous=False)
+    check.shape("y", y, out_shape, meaning)
+    if dy is not None:
+        dy = check.array("dy", dy, xp, 3, x.dtype, contiguous=False)
+        check.shape("dy", dy, out_shape, meaning)
+    if dh_n is not None:
+        dh_n = check.array("dh_n", dh_n, xp, 2, x.dtype, contiguous=False)
         check.shape("dh_n", dh_n, (B, H), "[B,H]")
+    y = _ready(xp, y)
+    dy = xp.zeros(out_shape, dtype=x.dtype) if dy is None else _ready(xp, dy)
+    dh_n = xp.zeros((B, H), dtype=x.dtype) if dh_n is None else _ready(xp, dh_n)
     return _pick_backend(x, backend).rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths,
                                                   time_major)

@@ -35,6 +35,36 @@ def _cupy_or_exit_reason():
     return cupy, None
 
 
+def _check_model_size(I: int, H: int, L: int, C: int, dtype: str, xp) -> None:
+    """Refuse sizes whose parameter buffer would overflow the kernels' 32-bit indices, or whose
+    buffers would not fit in memory, before anything is allocated (counted in O(1), without
+    building :class:`ModelSpec`'s per-layer list). The argument named is the one that contributes
+    most parameters. ``xp`` None (CUDA, GPU not yet opened) skips the memory check."""
+    share = {"input_size": H * I, "hidden_size": H * (H + 1), "num_classes": C * (H + 1),
+             "num_layers": (L - 1) * H * (2 * H + 1)}
+    count = sum(share.values())
+    name = max(share, key=share.get)
+    sizes = f"input_size={I}, hidden_size={H}, num_layers={L}, num_classes={C}"
+    check.indexable(name, count, "a parameter count", f"{count} parameters ({sizes})")
+    if xp is not None:
+        # params, m, v; initialisation in float64 with a QR of one [H,H]
+        nbytes = 3 * count * np.dtype(dtype).itemsize + 8 * (count + 3 * H * H)
+        check.memory(name, nbytes, xp, sizes)
+
+
+def _check_batch_size(spec: ModelSpec, xp, B: int, T: int, x_dtype) -> None:
+    """Refuse a batch ``[B,T,I]`` whose training-step workspaces would overflow 32-bit indices or
+    not fit in memory, before anything is allocated."""
+    I, H, L = spec.input_size, spec.hidden_size, spec.num_layers
+    sizes = f"B={B}, T={T}, I={I}, H={H}, num_layers={L}"
+    check.indexable("x", B * T * max(I, H + 32), "B*T*max(I, H padded)", sizes)
+    HP = H + 32  # rows padded to the kernels' 32-lane blocks
+    chunks = -(-B // 8)  # the CPU kernels' per-chunk gradient partials
+    elements = (L + 4) * B * T * HP + chunks * L * (max(I, H) + H + 1) * HP + B * T * I
+    nbytes = elements * np.dtype(spec.dtype).itemsize + B * T * I * np.dtype(x_dtype).itemsize
+    check.memory("x", nbytes, xp, f"{sizes} ({spec.dtype})")
+
+
 class RNNClassifier:
     """Sequence classifier: ``num_layers`` tanh RNN layers, a dense layer on the last state,
     sparse softmax cross-entropy, Adam.
@@ -76,6 +106,7 @@ class RNNClassifier:
             check.fail("seed", "an int >= 0", repr(seed))
         self.lr = check.positive_float("lr", lr)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
+        _check_model_size(*sizes.values(), str(dtype), np if device == "cpu" else None)
         self.spec = ModelSpec(**sizes, dtype=str(dtype))
         self.device, self.seed = device, int(seed)
         if device == "cuda":
@@ -83,6 +114,7 @@ class RNNClassifier:
             if cupy is None:
                 raise RuntimeError(f"device='cuda' is unavailable: {reason}")
             self.xp = cupy
+            _check_model_size(*sizes.values(), str(dtype), cupy)
         else:
             self.xp = np
         self._backend = get_backend(backend or device)
@@ -97,12 +129,18 @@ class RNNClassifier:
         """``x [B,T,I]`` as a C-contiguous array of the model's dtype on its device."""
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             raise TypeError(f"x: expected an array of shape [B,T,I], got {type(x).__name__}")
+        if self.xp is np and type(x).__module__.startswith("cupy"):
+            raise TypeError(f"x: expected a NumPy array (the model is on device 'cpu'), got "
+                            f"{check._describe(x)}")
         if x.dtype.kind != "f":
             raise TypeError(f"x: expected a floating-point array, got dtype {x.dtype}")
         if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1 or x.shape[2] != self.spec.input_size:
             check.fail("x", f"shape [B,T,I] with B, T >= 1 and I = {self.spec.input_size}",
                        f"shape {tuple(x.shape)}")
-        return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=self.spec.dtype))
+        _check_batch_size(self.spec, self.xp, x.shape[0], x.shape[1], x.dtype)
+        x = self.xp.ascontiguousarray(self.xp.asarray(x, dtype=self.spec.dtype))
+        # Numba compiles a read-only array apart (seconds); a copy costs far less than the step
+        return x.copy() if self.xp is np and not x.flags.writeable else x
 
     def _labels(self, labels, batch):
         return check.labels("labels", labels, self.xp, batch, self.spec.num_classes)

@@ -60,7 +60,7 @@ def test_cuda_without_gpu_is_a_one_line_error(mnist_dir):
 
 @pytest.mark.parametrize("args, message", [
     (("--layers", "0"), "--layers: expected an int >= 1, got 0"),
-    (("--lr", "-1"), "--lr: expected a float > 0, got -1.0"),
+    (("--lr", "-1"), "--lr: expected a finite float > 0, got -1.0"),
     (("--device", "tpu"), "argument --device: invalid choice: 'tpu'"),
     (("--backend", "reference", "--device", "cuda"), "--backend reference runs on the CPU only"),
     (("--resume",), "--resume needs --checkpoint-dir DIR"),

@@ -14,6 +14,22 @@ KERNEL_F64 = 1e-12
 #: plus the rational tanh's 3.4e-7 absolute error; BPTT compounds through W_hh, hence looser.
 KERNEL_F32_FORWARD = 2e-5
 KERNEL_F32_BACKWARD = 1e-4
+#: float32 outputs whose float64 reference is below float32's normal range (1.2e-38) come out as
+#: 0 or denormals: a gradient that vanished over hundreds of contractive steps (seen: dh0 = 2e-114
+#: at T=100, H=1). An absolute error this small is float32's range, not the kernel's arithmetic.
+F32_UNDERFLOW_ABS = 1e-30
+#: 10 fused training steps against the reference run, step by step (test_kernels_cpu). Relative
+#: error of each step's loss, of the parameters after 10 Adam steps, and of the logits then.
+#: float64: summation order differs (chunked batch reductions, 32-lane blocks) and Adam's
+#: m/sqrt(v) amplifies ~1e-15 gradient differences for parameters whose gradient is ~0: 1e-10.
+#: float32: the rational tanh (3.1e-7 abs) and float32 rounding through 10 steps of BPTT + Adam
+#: (Adam's update is ~lr per parameter whatever the gradient's size, so a gradient's rounding
+#: error moves the parameter by up to ~lr * rel. error): 2e-5 on the loss, 1e-4 on the parameters
+#: and logits.
+STEPS_LOSS_F64 = 1e-10
+STEPS_LOSS_F32 = 2e-5
+STEPS_PARAMS_F64 = 1e-10
+STEPS_PARAMS_F32 = 1e-4
 #: reference gradients against central finite differences in float64 (step 1e-6): truncation
 #: error ~h^2 and cancellation ~eps/h, both well under this.
 FINITE_DIFF = 1e-7

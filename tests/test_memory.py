@@ -1,0 +1,61 @@
+"""Steady memory: after warm-up, a CPU training step allocates no new arrays.
+
+The CPU backend allocates its workspaces once per (batch, steps) and reuses them (see
+``kernels/train_cpu.py``); the Python glue around the kernel must not allocate per step either.
+NumPy reports its data buffers to :mod:`tracemalloc`, so over 1,000 steps we check that
+(1) the peak of steps 101-1000 is no higher than that of steps 1-100, (2) nothing accumulates
+(memory after step 1000 equals memory after step 100) and (3) a single step's transient
+allocations stay far below the size of one workspace array (64 KiB here): a per-step temporary
+array would show up there. A failure prints the allocating lines (file:line) from tracemalloc.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+
+import fastrnn
+
+B, T, I, H = 32, 16, 8, 32  # one [T,B,H] float32 workspace = 64 KiB
+#: bytes a step may allocate transiently or keep: Python floats, ints and tuples, never an array
+SLACK = 4096
+
+
+def _top_allocations(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> str:
+    stats = after.compare_to(before, "lineno")
+    return "\n".join(str(s) for s in stats[:8])
+
+
+def test_a_training_step_allocates_no_arrays_after_warm_up():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    labels = rng.integers(0, 10, B)
+    model = fastrnn.RNNClassifier(I, H, 2, 10, lr=1e-3, seed=0)
+    model.train_step(x, labels)  # compile / load the kernels and allocate the workspaces
+
+    tracemalloc.start(10)
+    try:
+        for _ in range(100):
+            model.train_step(x, labels)
+        current_100, peak_warm = tracemalloc.get_traced_memory()
+        snap_100 = tracemalloc.take_snapshot()
+
+        tracemalloc.reset_peak()
+        worst_step = 0
+        for _ in range(900):
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            model.train_step(x, labels)
+            worst_step = max(worst_step, tracemalloc.get_traced_memory()[1] - before)
+        current_1000, peak_steady = tracemalloc.get_traced_memory()
+        snap_1000 = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+
+    where = _top_allocations(snap_100, snap_1000)
+    print(f"after 100 steps {current_100} B (peak {peak_warm}); after 1000 {current_1000} B "
+          f"(peak {peak_steady}); largest transient allocation of one step {worst_step} B")
+    assert current_1000 - current_100 <= SLACK, f"memory grows over steps:\n{where}"
+    assert peak_steady <= peak_warm + SLACK, f"peak grows over steps:\n{where}"
+    assert worst_step <= SLACK, f"a step allocates {worst_step} B transiently"
