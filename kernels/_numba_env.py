@@ -3,9 +3,12 @@
 Vectoriser switches, scoped to fastrnn's own functions
 ------------------------------------------------------
 The kernels keep their accumulators in registers as tuples of 8 lanes (see ``rnn_cpu.py``); only
-LLVM's SLP vectoriser turns those into AVX FMAs, and Numba leaves it off by default
+LLVM's SLP vectoriser turns those into vector FMAs (two 8-tuples fuse into one zmm on AVX-512
+hosts: Numba compiles for the host CPU), and Numba leaves it off by default
 (``NUMBA_SLP_VECTORIZE=0``). With it on and the loop vectoriser off (it picks the wrong loop here)
-the micro-kernel runs ~4.5x faster on this machine (``python -m fastrnn.kernels._numba_env``).
+the micro-kernel runs ~4.5x faster (``python -m fastrnn.kernels._numba_env``). Every function
+that holds such tuple code must itself be compiled with this pipeline: calls between Numba
+functions are not inlined by LLVM, so a helper's vectorisation is decided by its own compile.
 
 Numba reads both switches from ``numba.core.config`` when it builds a function's LLVM pass manager,
 i.e. at compile time; ``config`` is filled from ``NUMBA_*`` environment variables at import and
@@ -22,11 +25,14 @@ Threading layer
 fastrnn runs inside PyTorch processes. Numba's default layer picks TBB, else OpenMP; the GNU OpenMP
 pool spins while idle and fought PyTorch's own pool for the 2 cores: a PyTorch step went from 7 ms
 to 95 ms in one process. ``workqueue`` (Numba's own pool, threads sleep when idle) avoided that at
-~5% cost on fastrnn's step, so it is the default here. It is process-wide and fixed when Numba
-first launches its threads, so it is only set if neither the user (``NUMBA_THREADING_LAYER``) nor an
-earlier parallel run chose one. Limits of ``workqueue``: do not call parallel kernels from several
-Python threads at once, nor nest them. The thread count is Numba's (all cores, or
-``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``); results do not depend on it (see ``rnn_cpu``).
+~5% cost on fastrnn's step, so it is the default here. Its price is launch latency: an empty
+``prange`` call costs 25-50 us under ``workqueue`` on a 2-vCPU VM (1-2 us with a spinning OpenMP
+pool), which is why a fastrnn training step has exactly one parallel region. It is process-wide
+and fixed when Numba first launches its threads, so it is only set if neither the user
+(``NUMBA_THREADING_LAYER``) nor an earlier parallel run chose one. Limits of ``workqueue``: do
+not call parallel kernels from several Python threads at once, nor nest them. The thread count
+is Numba's (all cores, or ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``); results do not
+depend on it (see ``rnn_cpu``).
 """
 
 from __future__ import annotations
@@ -110,3 +116,4 @@ if __name__ == "__main__":  # the micro-benchmark quoted above
         for _ in range(10000):
             f(w, h, out)
         print(f"{name}: {(time.perf_counter() - t0) / 10:.2f} us per 1000x32 FMAs")
+

@@ -10,33 +10,44 @@ What they compute (the math of ``fastrnn/reference.py``, same positional signatu
 
 Arguments of the public wrappers ``rnn_forward``/``rnn_backward`` (float32 or float64 throughout):
     x [B,T,I] or, with ``time_major``, [T,B,I]; any strides (read in place, never copied)
-    h0, dh_n [B,H]    w_ih [H,I]    w_hh [H,H]    b [H]    lengths [B] int, 0 <= lengths <= T
+    h0, dh_n [B,H]    w_ih [H,I]    w_hh [H,H]    b [H]    lengths [B] int32, 0 <= lengths <= T
     y, dy [B,T,H] or [T,B,H] (layout of x)   returns dx like x, dh0 [B,H], dw_ih, dw_hh, db.
     Outputs may be preallocated (``y=``, ``h_n=``, ``out=``); they must not alias any input.
 
-The njit kernels take every sequence array as a time-major *view* ``[T,B,*]`` (the wrappers pass
-``x.swapaxes(0, 1)`` for batch-major data; Numba indexes it through its strides) and the weights
-pre-transposed and zero-padded to ``HP = ceil(H/32)*32`` columns (``pad_forward``,
-``pad_backward``).
+Layout inside the kernels. Sequence *inputs* ``x`` are time-major views ``[T,B,I]`` of any strides
+(typed A-layout: one compiled variant serves batch-major and time-major data). Everything the
+kernels write or re-read per step is C-contiguous, time-major and padded to
+``HP = ceil(H/32)*32`` lanes: y, dy [T,B,HP], dx [T,B,padded(I)], dz [T,B,HP], so every row is
+read and written as whole 32-lane blocks (padding lanes stay 0: tanh(0) = 0). The wrappers copy
+between the user's layout and these buffers (the fused training step in ``train_cpu`` needs no
+copy). Weights arrive pre-transposed and zero-padded (``pad_forward``, ``pad_backward``).
 
-Register blocking (Zen1: 16 ymm registers, FMA latency 5, 2 FMA pipes): the accumulator of one
-row is 32 lanes held as four 8-tuples in registers, which LLVM's SLP vectoriser turns into 4 ymm
-FMAs per loaded weight row; two batch rows share each weight row (8 independent FMA chains,
-4 weight + 2 broadcast loads per 8 FMAs). Four rows ran out of registers; one row is
-latency-bound. Napkin math, showcase forward: 128*28*(28+31)*32*2 = 13.5 MFLOP per layer.
+Register blocking (AVX-512, Zen 4/5: 32 zmm, FMA latency 4, 2 FMA pipes): a 32-lane accumulator
+is four 8-tuples that LLVM's SLP vectoriser turns into two zmm; ``ROWS`` = 4 batch rows share each
+loaded weight row (8 independent FMA chains, what 2 pipes x 4 cycles need); 2 rows were
+latency-bound. The weight gradients likewise take 4 features per pass over dz. Napkin math,
+showcase forward: 128*28*(28+31)*32*2 = 13.5 MFLOP per layer; ~0.15 ms on one core (~90 GFLOP/s).
 
 Parallel launch: ``prange`` over chunks of ``CHUNK`` = 8 batch rows; each chunk runs its rows
 through all T steps (forward) or back (BPTT), then computes *its own* partial weight gradients
-over its rows and all steps into ``part_*[chunk]``; a second ``prange`` over output rows then sums
-the chunks in chunk order. No shared element is written by two iterations, and the chunking
-depends on B only, so results are bitwise identical run to run and for any thread count.
+over its rows and all steps into ``part_*[chunk]``; a fixed-order sum over chunks follows. No
+shared element is written by two iterations, and the chunking depends on B only, so results are
+bitwise identical run to run and for any thread count.
 
 tanh: float32 uses a rational x*P(x^2)/Q(x^2) of degree 13/6 fitted (minimax on [0, 9]) for this
 file, input clamped to +-9 and output to +-1; max abs error 3.0e-7 over all float32
 (``TANH_F32_MAX_ERR``), exactly odd, +-inf -> +-1, NaN -> NaN. float64 uses ``math.tanh`` (the
-gradient checks need float64 to match the reference to ~1e-15).
+gradient checks need float64 to match the reference to ~1e-15). No ``fastmath`` beyond FMA
+contraction (see ``_numba_env``): reassociation would make results depend on vector width.
+
+Compile time: Numba's IR inlining (``inline="always"``) is slow, so only the flat per-lane helpers
+are inlined; block-sized helpers (``_tanh32``, ``_vecmat4``, ``_group``, ``_dz32``) are called.
+Calls between Numba functions are not inlined by LLVM.
 
 Check: ``pytest tests/test_kernels_cpu.py`` (also with ``NUMBA_BOUNDSCHECK=1``).
+Time: ``pytest bench/ --benchmark-only -k mnist`` (the fused step); compile:
+``NUMBA_CACHE_DIR=$(mktemp -d) python -c "import fastrnn, numpy as np; fastrnn.RNNClassifier(28, 31,
+1, 10).train_step(np.zeros((128, 28, 28), np.float32), np.zeros(128, int))"``.
 """
 
 from __future__ import annotations
@@ -110,22 +121,25 @@ def _tanh_overload(x):
 # ---------------------------------------------------------------------------------------------
 # 32-lane register blocks: four 8-tuples, vectorised by SLP
 
-# Every 32-lane access slices its block once (``v = w[o:o + 32]``) and then reads lanes at constant
-# indices: Numba emits no negative-index wraparound per lane, and SLP sees 32 consecutive addresses
-# from one base pointer, which it fuses into two zmm (AVX-512) or four ymm operations.
-
-@njit(inline="always")
-def _fma8(a, s, v, o):
-    return (a[0] + s * v[o], a[1] + s * v[o + 1], a[2] + s * v[o + 2], a[3] + s * v[o + 3],
-            a[4] + s * v[o + 4], a[5] + s * v[o + 5], a[6] + s * v[o + 6], a[7] + s * v[o + 7])
-
+# The per-lane helpers are written flat (32 lanes in one expression, no nested helper calls) and
+# inlined at Numba-IR level (``inline="always"``): Numba's IR inlining is slow to compile, so one
+# inlining per use rather than five keeps the cold compile short; calls to Numba functions are
+# not inlined by LLVM, so the block-sized helpers below them are ordinary (called) functions.
+# Each takes a 32-lane view ``v = w[o:o + 32]`` sliced once by the caller (a slice costs a bounds
+# clamp and a branch), and SLP fuses the 32 lanes into two zmm (AVX-512) or four ymm operations.
 
 @njit(inline="always")
 def _fmav(a, s, v):
-    """``a + s * v[:32]`` for a 32-lane view ``v`` (slice it once per loaded row: every slice
-    costs a bounds clamp and a branch)."""
-    return (_fma8(a[0], s, v, 0), _fma8(a[1], s, v, 8), _fma8(a[2], s, v, 16),
-            _fma8(a[3], s, v, 24))
+    """``a + s * v[:32]``."""
+    a0, a1, a2, a3 = a
+    return ((a0[0] + s * v[0], a0[1] + s * v[1], a0[2] + s * v[2], a0[3] + s * v[3],
+             a0[4] + s * v[4], a0[5] + s * v[5], a0[6] + s * v[6], a0[7] + s * v[7]),
+            (a1[0] + s * v[8], a1[1] + s * v[9], a1[2] + s * v[10], a1[3] + s * v[11],
+             a1[4] + s * v[12], a1[5] + s * v[13], a1[6] + s * v[14], a1[7] + s * v[15]),
+            (a2[0] + s * v[16], a2[1] + s * v[17], a2[2] + s * v[18], a2[3] + s * v[19],
+             a2[4] + s * v[20], a2[5] + s * v[21], a2[6] + s * v[22], a2[7] + s * v[23]),
+            (a3[0] + s * v[24], a3[1] + s * v[25], a3[2] + s * v[26], a3[3] + s * v[27],
+             a3[4] + s * v[28], a3[5] + s * v[29], a3[6] + s * v[30], a3[7] + s * v[31]))
 
 
 @njit(inline="always")
@@ -135,14 +149,20 @@ def _fma32(a, s, w, o):
 
 
 @njit(inline="always")
-def _load8(v, o):
-    return (v[o], v[o + 1], v[o + 2], v[o + 3], v[o + 4], v[o + 5], v[o + 6], v[o + 7])
+def _loadv(v):
+    return ((v[0], v[1], v[2], v[3],
+             v[4], v[5], v[6], v[7]),
+            (v[8], v[9], v[10], v[11],
+             v[12], v[13], v[14], v[15]),
+            (v[16], v[17], v[18], v[19],
+             v[20], v[21], v[22], v[23]),
+            (v[24], v[25], v[26], v[27],
+             v[28], v[29], v[30], v[31]))
 
 
 @njit(inline="always")
 def _load32(w, o):
-    v = w[o:o + 32]
-    return (_load8(v, 0), _load8(v, 8), _load8(v, 16), _load8(v, 24))
+    return _loadv(w[o:o + 32])
 
 
 @njit(inline="always")
@@ -158,48 +178,47 @@ def _tanh8(a):
             _tanh(a[4]), _tanh(a[5]), _tanh(a[6]), _tanh(a[7]))
 
 
-@njit(inline="always")
+@njit(**JIT_OPTIONS)
 def _tanh32(a):
+    """Called, not inlined: 32 inlined tanh per use would cost seconds of compile each."""
     return (_tanh8(a[0]), _tanh8(a[1]), _tanh8(a[2]), _tanh8(a[3]))
 
 
 @njit(inline="always")
-def _store8(v, o, a):
-    v[o], v[o + 1], v[o + 2], v[o + 3] = a[0], a[1], a[2], a[3]
-    v[o + 4], v[o + 5], v[o + 6], v[o + 7] = a[4], a[5], a[6], a[7]
+def _storev(v, a):
+    a0, a1, a2, a3 = a
+    v[0], v[1], v[2], v[3] = a0[0], a0[1], a0[2], a0[3]
+    v[4], v[5], v[6], v[7] = a0[4], a0[5], a0[6], a0[7]
+    v[8], v[9], v[10], v[11] = a1[0], a1[1], a1[2], a1[3]
+    v[12], v[13], v[14], v[15] = a1[4], a1[5], a1[6], a1[7]
+    v[16], v[17], v[18], v[19] = a2[0], a2[1], a2[2], a2[3]
+    v[20], v[21], v[22], v[23] = a2[4], a2[5], a2[6], a2[7]
+    v[24], v[25], v[26], v[27] = a3[0], a3[1], a3[2], a3[3]
+    v[28], v[29], v[30], v[31] = a3[4], a3[5], a3[6], a3[7]
 
 
 @njit(inline="always")
 def _store32(out, o, a):
     """``out[o:o+32] = a`` (all loads of a block happen before its stores)."""
-    v = out[o:o + 32]
-    _store8(v, 0, a[0])
-    _store8(v, 8, a[1])
-    _store8(v, 16, a[2])
-    _store8(v, 24, a[3])
+    _storev(out[o:o + 32], a)
 
 
 @njit(inline="always")
-def _add8(a, v, o):
-    return (a[0] + v[o], a[1] + v[o + 1], a[2] + v[o + 2], a[3] + v[o + 3],
-            a[4] + v[o + 4], a[5] + v[o + 5], a[6] + v[o + 6], a[7] + v[o + 7])
+def _addv(a, v):
+    a0, a1, a2, a3 = a
+    return ((a0[0] + v[0], a0[1] + v[1], a0[2] + v[2], a0[3] + v[3],
+             a0[4] + v[4], a0[5] + v[5], a0[6] + v[6], a0[7] + v[7]),
+            (a1[0] + v[8], a1[1] + v[9], a1[2] + v[10], a1[3] + v[11],
+             a1[4] + v[12], a1[5] + v[13], a1[6] + v[14], a1[7] + v[15]),
+            (a2[0] + v[16], a2[1] + v[17], a2[2] + v[18], a2[3] + v[19],
+             a2[4] + v[20], a2[5] + v[21], a2[6] + v[22], a2[7] + v[23]),
+            (a3[0] + v[24], a3[1] + v[25], a3[2] + v[26], a3[3] + v[27],
+             a3[4] + v[28], a3[5] + v[29], a3[6] + v[30], a3[7] + v[31]))
 
 
 @njit(inline="always")
 def _add32(a, w, o):
-    v = w[o:o + 32]
-    return (_add8(a[0], v, 0), _add8(a[1], v, 8), _add8(a[2], v, 16), _add8(a[3], v, 24))
-
-
-@njit(inline="always")
-def _add2_8(a, b):
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3],
-            a[4] + b[4], a[5] + b[5], a[6] + b[6], a[7] + b[7])
-
-
-@njit(inline="always")
-def _add2_32(a, b):
-    return (_add2_8(a[0], b[0]), _add2_8(a[1], b[1]), _add2_8(a[2], b[2]), _add2_8(a[3], b[3]))
+    return _addv(a, w[o:o + 32])
 
 
 @njit(inline="always")
@@ -207,7 +226,7 @@ def num_chunks_k(batch):
     return (batch + CHUNK - 1) // CHUNK
 
 
-@njit(inline="always")
+@njit(**JIT_OPTIONS)
 def _vecmat4(a, r, m, K, out):
     """``out[b, :NP] = a[b, :K] @ m[:K, :NP]`` for the four rows ``r``; ``NP = out.shape[1]``, a
     multiple of 32, ``m [>=K, >=NP]``. 8 zmm accumulators: 8 independent FMA chains."""
@@ -246,7 +265,7 @@ def _dz8(g, dy, y, o, has_dy):
             (g[o + 7] + dy[o + 7] if has_dy else g[o + 7]) * (one - y[o + 7] * y[o + 7]))
 
 
-@njit(inline="always")
+@njit(**JIT_OPTIONS)
 def _dz32(g, dy, y, o, has_dy):
     """``(g + dy) * (1 - y*y)`` on lanes ``o:o+32`` (``dy`` skipped unless ``has_dy``)."""
     gv, dv, yv = g[o:o + 32], dy[o:o + 32], y[o:o + 32]
@@ -286,6 +305,7 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
             hbuf[0, b, j] = 0
     for t in range(T):
         cur = hbuf[t & 1]
+        cur_a = hbuf[t & 1, :, :HP]  # the same, typed A-layout like xt
         nxt = hbuf[(t + 1) & 1]
         xt = x[t]
         yt = y[t]
@@ -295,18 +315,17 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
                 for j0 in range(0, HP, BLOCK):
                     acc0 = _load32(bias, j0)
                     acc1, acc2, acc3 = acc0, acc0, acc0
-                    for k in range(I):  # input projection fused: its FMAs fill latency gaps
-                        w = wih_t[k, j0:j0 + 32]
-                        acc0 = _fmav(acc0, xt[r0, k], w)
-                        acc1 = _fmav(acc1, xt[r1, k], w)
-                        acc2 = _fmav(acc2, xt[r2, k], w)
-                        acc3 = _fmav(acc3, xt[r3, k], w)
-                    for k in range(H):
-                        w = whh_t[k, j0:j0 + 32]
-                        acc0 = _fmav(acc0, cur[r0, k], w)
-                        acc1 = _fmav(acc1, cur[r1, k], w)
-                        acc2 = _fmav(acc2, cur[r2, k], w)
-                        acc3 = _fmav(acc3, cur[r3, k], w)
+                    # input projection fused (its FMAs fill latency gaps), then the state; one
+                    # loop body for both (same types: A-layout sources) halves the compile
+                    for part in range(2):
+                        src = xt if part == 0 else cur_a
+                        m = wih_t if part == 0 else whh_t
+                        for k in range(I if part == 0 else H):
+                            w = m[k, j0:j0 + 32]
+                            acc0 = _fmav(acc0, src[r0, k], w)
+                            acc1 = _fmav(acc1, src[r1, k], w)
+                            acc2 = _fmav(acc2, src[r2, k], w)
+                            acc3 = _fmav(acc3, src[r3, k], w)
                     _store32(yt[r3], j0, acc3)  # pre-activations; the tanh below runs
                     _store32(yt[r2], j0, acc2)  # in place, one code copy for all rows
                     _store32(yt[r1], j0, acc1)  # (4 inlined copies cost ~8 s of compile)
@@ -429,58 +448,47 @@ def _weight_grads_chunk(x, h0, y, dz, pih, phh, pb, lo, hi):
     T, _, I = x.shape
     H = h0.shape[1]
     HP = dz.shape[2]
+    # A-layout views like x and runtime (not literal) shift and flag: one compile of _group
+    h0a, ya = h0[:, :H], y[:, :, :H]
+    no_shift = lo - lo
     for j0 in range(0, HP, BLOCK):
         for i0 in range(0, I, 4):
             i = _quad(i0, I - 1)
-            acc0 = _zero32(dz)
-            acc1, acc2, acc3 = acc0, acc0, acc0
-            for t in range(T):
-                xt = x[t]
-                dzt = dz[t]
-                for b in range(lo, hi):
-                    d = dzt[b, j0:j0 + 32]
-                    acc0 = _fmav(acc0, xt[b, i[0]], d)
-                    acc1 = _fmav(acc1, xt[b, i[1]], d)
-                    acc2 = _fmav(acc2, xt[b, i[2]], d)
-                    acc3 = _fmav(acc3, xt[b, i[3]], d)
-            _store32(pih[i[3]], j0, acc3)  # repeated indices store equal values
-            _store32(pih[i[2]], j0, acc2)
-            _store32(pih[i[1]], j0, acc1)
-            _store32(pih[i[0]], j0, acc0)
+            acc = _group(x[0], x, no_shift, dz, i, no_shift > 0, j0, lo, hi)
+            _store32(pih[i[3]], j0, acc[3])  # repeated indices store equal values
+            _store32(pih[i[2]], j0, acc[2])
+            _store32(pih[i[1]], j0, acc[1])
+            _store32(pih[i[0]], j0, acc[0])
         # W_hh features in groups of 4; the last group is up to 3 rows plus the bias
         for k0 in range(0, H + 1, 4):
             k = _quad(min(k0, H - 1), H - 1)
-            bias = k0 + 4 > H  # one code copy for both cases (compile time)
-            acc = _hh_group(h0, y, dz, k[0], k[1], k[2], k[3], bias, j0, lo, hi)
+            bias = k0 + 4 > H
+            acc = _group(h0a, ya, no_shift + 1, dz, k, bias, j0, lo, hi)
             _store32(pb if bias else phh[k[3]], j0, acc[3])
             _store32(phh[k[2]], j0, acc[2])
             _store32(phh[k[1]], j0, acc[1])
             _store32(phh[k[0]], j0, acc[0])
 
 
-@njit(inline="always")
-def _hh_group(h0, y, dz, k0, k1, k2, k3, bias, j0, lo, hi):
-    """``sum_{t,b} h_{t-1}[b,k] dz[t,b,j0:j0+32]`` for the four features k (the fourth is the
-    constant 1 if ``bias``); h_{-1} = h0, h_{t-1} = y[t-1] for a running sequence."""
+@njit(**JIT_OPTIONS)
+def _group(first, rest, shift, dz, k, bias, j0, lo, hi):
+    """``sum_{t,b} f_t[b,k] dz[t,b,j0:j0+32]`` for the four features ``k`` of the source
+    ``f_0 = first [B,>=K]``, ``f_t = rest[t - shift] [T,B,>=K]`` (x: ``first = x[0]``, shift 0;
+    previous state: ``first = h0``, ``rest = y``, shift 1, since a running sequence's state at
+    t-1 is its output). With ``bias`` the fourth feature is the constant 1. Rows ``lo:hi``."""
+    k0, k1, k2, k3 = k
     acc0 = _zero32(dz)
     acc1, acc2, acc3 = acc0, acc0, acc0
     one = dz.dtype.type(1)
-    dz0 = dz[0]
-    for b in range(lo, hi):  # t = 0: the previous state is h0
-        d = dz0[b, j0:j0 + 32]
-        acc0 = _fmav(acc0, h0[b, k0], d)
-        acc1 = _fmav(acc1, h0[b, k1], d)
-        acc2 = _fmav(acc2, h0[b, k2], d)
-        acc3 = _fmav(acc3, one if bias else h0[b, k3], d)  # k3 is a valid row either way
-    for t in range(1, dz.shape[0]):
-        yp = y[t - 1]
+    for t in range(dz.shape[0]):
+        f = first if t == 0 else rest[t - shift]
         dzt = dz[t]
         for b in range(lo, hi):
             d = dzt[b, j0:j0 + 32]
-            acc0 = _fmav(acc0, yp[b, k0], d)
-            acc1 = _fmav(acc1, yp[b, k1], d)
-            acc2 = _fmav(acc2, yp[b, k2], d)
-            acc3 = _fmav(acc3, one if bias else yp[b, k3], d)
+            acc0 = _fmav(acc0, f[b, k0], d)
+            acc1 = _fmav(acc1, f[b, k1], d)
+            acc2 = _fmav(acc2, f[b, k2], d)
+            acc3 = _fmav(acc3, one if bias else f[b, k3], d)  # k3 is a valid index either way
     return acc0, acc1, acc2, acc3
 
 

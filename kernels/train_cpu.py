@@ -10,15 +10,21 @@ What they compute (the math of ``fastrnn/reference.py``):
     parameter layout (per layer w_ih [H,I_k], w_hh [H,H], b [H]; then w_out [C,H], b_out [C]),
     given as element offsets by the caller (this package does not import fastrnn).
 
-Shapes: h [B,H], w [C,H], b [C], labels [B] int, logits/dlogits [B,C]; flat buffers params, m, v,
-grad [P] (must not alias each other). x [B,T,I] batch-major, any strides (read in place).
+Shapes: h [B,H], w [C,H], b [C], labels [B] int64, logits/dlogits [B,C]; flat buffers params, m,
+v, grad [P] (must not alias each other). x [B,T,I] batch-major, C-contiguous (read in place
+through a time-major view).
 
-Launch shape: the RNN layers run ``rnn_cpu``'s parallel kernels (prange over chunks of 8 batch
-rows); the head (~40 kFLOP) and Adam (P ~ 2-6k elements) are serial: at these sizes a parallel
-launch would cost more than the work. One step = 1 packing call + L forward + 1 head + L backward
-+ 1 Adam Numba calls, with every workspace allocated once per (batch, steps) and reused.
+Launch shape: one Numba call per training step (``step_kernel``; also per predict/evaluate with
+``train=False``): a serial weight pack (~1 us), then ONE ``prange`` over chunks of
+``rnn_cpu.CHUNK`` = 8 batch rows, each chunk running its rows through every layer forward, the
+head, and every layer backward (``_chunk_step``; its rows stay in L1/L2, and it writes only its own
+rows and its own partial gradients), then a serial tail: the chunks' partials summed in chunk
+order (32 lanes at a time) and Adam (``_reduce_adam``, ~10 us for the showcase). The tail is
+serial on purpose: a ``workqueue`` parallel region costs 25-50 us to launch on this VM (measured:
+an empty ``prange`` call), more than the work. Chunking depends on B only: results are bitwise
+identical run to run and for 1 or any number of threads (``test_train_step_bitwise_reproducible``).
 
-Check: ``pytest tests/test_kernels_cpu.py``.
+Check: ``pytest tests/test_kernels_cpu.py``. Time: ``pytest bench/ --benchmark-only -k mnist``.
 """
 
 from __future__ import annotations
@@ -252,14 +258,11 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
     part_* [NC,...] per-chunk partial gradients, chunk_loss [NC] float64, chunk_correct [NC].
     Returns ``(sum of row losses, correct count)``; logits [B,C] are left in ``logits``.
 
-    Launch: 1 serial pack, 1 prange over NC chunks of CHUNK rows (each chunk runs its rows
-    through every layer forward, the head, and every layer backward, writing only its own rows
-    and its own ``part_*[c]``), 1 prange over gradient rows that sums the chunks in chunk order
-    and applies Adam to that row. Chunking depends on B only: results are bitwise identical for
-    any thread count.
+    Launch: 1 serial pack, 1 prange over NC chunks of CHUNK rows (:func:`_chunk_step`), then
+    the serial :func:`_reduce_adam`. Chunking depends on B only: results are bitwise identical
+    for any thread count.
     """
     T, B, _ = xs.shape
-    L = layout.shape[0]
     H = h_n.shape[2]
     C = logits.shape[1]
     o_w, o_b = out_offsets[0], out_offsets[1]

@@ -11,7 +11,16 @@ import pytest
 
 from fastrnn import reference as ref
 from fastrnn.params import ModelSpec, init_params
-from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, KERNEL_F64, assert_close
+from tests.tolerances import (
+    KERNEL_F32_BACKWARD,
+    KERNEL_F32_FORWARD,
+    KERNEL_F64,
+    STEPS_LOSS_F32,
+    STEPS_LOSS_F64,
+    STEPS_PARAMS_F32,
+    STEPS_PARAMS_F64,
+    assert_close,
+)
 
 rnn_cpu = pytest.importorskip("fastrnn.kernels.rnn_cpu")
 train_cpu = pytest.importorskip("fastrnn.kernels.train_cpu")
@@ -166,13 +175,13 @@ def test_classifier_steps_match_reference(layers, dtype):
     labels = rng.integers(0, 10, 64)
     got, p, k = _classifier_run("cpu", spec, 10, x, labels)
     want, p_r, k_r = _classifier_run("reference", spec, 10, x, labels)
-    tol = 1e-10 if dtype == "float64" else 2e-5
+    tol = STEPS_LOSS_F64 if dtype == "float64" else STEPS_LOSS_F32
+    tol_p = STEPS_PARAMS_F64 if dtype == "float64" else STEPS_PARAMS_F32
     for s, ((loss, acc), (loss_r, acc_r)) in enumerate(zip(got, want)):
         assert abs(loss - loss_r) <= tol * abs(loss_r), f"step {s}: {loss} vs {loss_r}"
         assert acc == acc_r
-    assert_close("params after 10 steps", p_r, p, 1e-10 if dtype == "float64" else 1e-4)
-    assert_close("predict", k_r.predict(p_r, x), k.predict(p, x),
-                 KERNEL_F64 * 100 if dtype == "float64" else 1e-4)
+    assert_close("params after 10 steps", p_r, p, tol_p)
+    assert_close("predict", k_r.predict(p_r, x), k.predict(p, x), tol_p)
     loss, acc = k.evaluate(p, x, labels)
     loss_r, acc_r = k_r.evaluate(p_r, x, labels)
     assert abs(loss - loss_r) <= tol * abs(loss_r) and acc == acc_r

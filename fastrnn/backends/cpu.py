@@ -1,8 +1,9 @@
 """The CPU backend: fastrnn's Numba kernels (``fastrnn.kernels.rnn_cpu`` / ``train_cpu``).
 
-Arrays arrive validated (see :mod:`fastrnn.backends`). Kernels compile on first use for each dtype
-and layout (cached on disk; see ``kernels/_numba_env.py`` for the Numba settings and the threading
-layer). Results are bitwise reproducible, run to run and for any number of threads.
+Arrays arrive validated (see :mod:`fastrnn.backends`). A classifier's training step, evaluate and
+predict are each one Numba call (``train_cpu.step_kernel``). Kernels compile on first use for each
+dtype (one layout each; cached on disk; see ``kernels/_numba_env.py`` for the Numba settings and
+the threading layer). Results are bitwise reproducible, run to run and for any number of threads.
 """
 
 from __future__ import annotations
