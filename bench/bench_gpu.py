@@ -101,7 +101,7 @@ def bench_fastrnn(cfg, iters):
 
     def train():
         step[0] += 1
-        clf.train_step(params, m, v, step[0], x, labels, 1e-3, 0.9, 0.999, 1e-8)
+        clf.train_step(params, m, v, step[0], x, labels, 1e-3, 0.9, 0.999, 1e-8, 0.0)
 
     ROWS.append((cfg, "train", "fastrnn-cuda", time_host(train, iters)))
     bf = clf._bufs.get((B, T))
@@ -268,6 +268,8 @@ def profile_kernels(kdir: Path, label: str):
     n = 2180
     pp, gg, mm, vv = arr(n), arr(n), arr(n), cp.abs(arr(n))
     hyper = cp.asarray(np.asarray(L.adam_hyper(3, 1e-3, 0.9, 0.999, 1e-8), dtype=f32))
+    npart = cp.zeros(L.norm_part_size(n), dtype=cp.float64)
+    loss1, norm1 = arr(1), arr(1)
     cases = [
         ("fwd_warp B128 T28 I28 H31", k("rnn_forward.cu", "rnn_fwd_warp", L.fwd_warp_launch(B),
          (x, w_ih, w_hh, b, null, null, y, hn, i32(B), i32(T), i32(I), i32(H), i32(1),
@@ -300,10 +302,12 @@ def profile_kernels(kdir: Path, label: str):
                       (dz, x, y, null, dwi, dwh, dbb, i32(B), i32(T), i32(I), i32(H),
                        i32(sx[0]), i32(sx[1]), i32(sy[0]), i32(sy[1])))))
     cases += [
+        ("grad_sumsq_partial n=2180", k("classifier.cu", "grad_sumsq_partial",
+         L.norm_launch(n), (gg, npart, i32(n)))),
         ("adam n=2180", k("classifier.cu", "adam_update", L.adam_launch(n),
-         (pp, gg, mm, vv, hyper, i32(n)))),
+         (pp, gg, mm, vv, hyper, npart, i32(npart.size), loss1, norm1, i32(n)))),
         ("adam n=1 (launch floor)", k("classifier.cu", "adam_update", L.adam_launch(1),
-         (pp, gg, mm, vv, hyper, i32(1)))),
+         (pp, gg, mm, vv, hyper, npart, i32(1), loss1, norm1, i32(1)))),
     ]
     B2, T2, H2 = 64, 100, 256
     xp2, y2, dz2, wt2 = arr(B2, T2, H2), arr(B2, T2, H2), arr(B2, T2, H2), arr(H2, H2, scale=0.06)

@@ -6,8 +6,11 @@ backend's fused training step updates in place.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,11 @@ from fastrnn.backends import get_backend
 from fastrnn.params import ModelSpec, init_params, views
 
 DEVICES = ("cpu", "cuda")
+#: model files: format 1; ``clip_norm`` was added to it later as an optional entry (files without
+#: it load with clipping off)
 _FORMAT_VERSION = 1
+#: the timestamp of every member of a saved file: the same model state always gives the same bytes
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def _cupy_or_exit_reason():
@@ -50,6 +57,32 @@ def _check_model_size(I: int, H: int, L: int, C: int, dtype: str, xp) -> None:
         # params, m, v; initialisation in float64 with a QR of one [H,H]
         nbytes = 3 * count * np.dtype(dtype).itemsize + 8 * (count + 3 * H * H)
         check.memory(name, nbytes, xp, sizes)
+
+
+def _clip_norm(value) -> float | None:
+    """``clip_norm`` as stored: None (no clipping) for None or 0, else a finite float > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"clip_norm: expected None, 0 or a finite float > 0, got "
+                        f"{check._describe(value)}")
+    if value == 0:
+        return None
+    if not (math.isfinite(value) and value > 0):
+        check.fail("clip_norm", "None, 0 or a finite float > 0", value)
+    return float(value)
+
+
+def _write_npz(f, entries: dict) -> None:
+    """What ``np.savez`` writes (uncompressed, one ``name.npy`` member per entry), with a fixed
+    member timestamp: ``np.savez`` stamps the current time, so two saves of the same state
+    differed."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, value in entries.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.external_attr = 0o600 << 16
+            with z.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _check_batch_size(spec: ModelSpec, xp, B: int, T: int, x_dtype) -> None:
@@ -86,11 +119,24 @@ class RNNClassifier:
         None runs the device's kernels; "reference" (CPU only) runs the NumPy reference, for tests
         and benchmarks.
     dtype : {"float32", "float64"}
+    clip_norm : float or None
+        Clip the gradients by their global L2 norm before each Adam update (TF's
+        ``clip_by_global_norm``: all scaled by ``clip_norm / max(norm, clip_norm)``; see
+        :func:`fastrnn.reference.clip_by_global_norm`). None or 0: no clipping.
+
+    Attributes
+    ----------
+    step : int
+        Adam steps taken (a refused step does not count).
+    last_grad_norm : float or None
+        Global L2 norm of the gradients of the last completed :meth:`train_step`, before
+        clipping (None before the first).
     """
 
     def __init__(self, input_size: int = 28, hidden_size: int = 31, num_layers: int = 1,
                  num_classes: int = 10, device: str = "cpu", lr: float = 1e-3, seed: int = 0,
-                 *, backend: str | None = None, dtype: str = "float32"):
+                 *, backend: str | None = None, dtype: str = "float32",
+                 clip_norm: float | None = None):
         sizes = {n: check.positive_int(n, v) for n, v in (
             ("input_size", input_size), ("hidden_size", hidden_size),
             ("num_layers", num_layers), ("num_classes", num_classes))}
@@ -105,6 +151,7 @@ class RNNClassifier:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             check.fail("seed", "an int >= 0", repr(seed))
         self.lr = check.positive_float("lr", lr)
+        self.clip_norm = _clip_norm(clip_norm)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
         _check_model_size(*sizes.values(), str(dtype), np if device == "cpu" else None)
         self.spec = ModelSpec(**sizes, dtype=str(dtype))
@@ -123,6 +170,7 @@ class RNNClassifier:
         self.m = self.xp.zeros_like(self.params)
         self.v = self.xp.zeros_like(self.params)
         self.step = 0
+        self.last_grad_norm: float | None = None
 
     # -- inputs -------------------------------------------------------------------------------
     def _x(self, x):
@@ -160,13 +208,30 @@ class RNNClassifier:
             Mean cross-entropy of the batch, before the update.
         acc : float
             Fraction of the batch classified correctly, before the update.
+
+        Raises
+        ------
+        FloatingPointError
+            The loss or the gradient norm is NaN or inf (NaN or inf in ``x``, or a step that
+            overflowed). Nothing changed: parameters, Adam moments, :attr:`step` and
+            :attr:`last_grad_norm` are exactly as before the call.
         """
         x = self._x(x)
         labels = self._labels(labels, x.shape[0])
-        self.step += 1
-        loss, acc = self._kernels.train_step(self.params, self.m, self.v, self.step, x, labels,
-                                             self.lr, self.beta1, self.beta2, self.eps)
-        return float(loss), float(acc)
+        step = self.step + 1
+        loss, acc, norm = self._kernels.train_step(self.params, self.m, self.v, step, x, labels,
+                                                   self.lr, self.beta1, self.beta2, self.eps,
+                                                   self.clip_norm or 0.0)
+        loss, norm = float(loss), float(norm)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            what = " and ".join([f"the loss is {loss}"] * (not math.isfinite(loss))
+                                + [f"the gradient norm is {norm}"] * (not math.isfinite(norm)))
+            raise FloatingPointError(
+                f"train_step {step}: {what}; parameters and optimizer state unchanged (NaN or "
+                f"inf in x, or a step that overflowed: a lower lr or clip_norm may help)")
+        self.step = step
+        self.last_grad_norm = norm
+        return loss, float(acc)
 
     def evaluate(self, x, labels) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of ``x [B,T,I]`` against ``labels [B]``; no update."""
@@ -193,16 +258,21 @@ class RNNClassifier:
         """
         path = Path(path)
         to_np = (lambda a: a.get()) if self.xp is not np else (lambda a: a)
+        own = {"format_version": _FORMAT_VERSION,
+               "sizes": np.array([self.spec.input_size, self.spec.hidden_size,
+                                  self.spec.num_layers, self.spec.num_classes]),
+               "dtype": self.spec.dtype, "seed": self.seed, "step": self.step,
+               "hyper": np.array([self.lr, self.beta1, self.beta2, self.eps]),
+               "clip_norm": self.clip_norm or 0.0,
+               "params": to_np(self.params), "m": to_np(self.m), "v": to_np(self.v)}
         extra = dict(extra or {})
+        if clash := sorted(own.keys() & extra.keys()):
+            raise ValueError(f"extra: expected names other than the model's own entries, got "
+                             f"{clash}")
         fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **extra, format_version=_FORMAT_VERSION,
-                         sizes=np.array([self.spec.input_size, self.spec.hidden_size,
-                                         self.spec.num_layers, self.spec.num_classes]),
-                         dtype=self.spec.dtype, seed=self.seed, step=self.step,
-                         hyper=np.array([self.lr, self.beta1, self.beta2, self.eps]),
-                         params=to_np(self.params), m=to_np(self.m), v=to_np(self.v))
+                _write_npz(f, {**extra, **own})
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -227,8 +297,9 @@ class RNNClassifier:
                              f"(keys {sorted(data)})")
         i, h, n, c = (int(s) for s in data["sizes"])
         lr, b1, b2, eps = (float(s) for s in data["hyper"])
+        clip = float(data["clip_norm"]) if "clip_norm" in data else None  # older files: none
         model = cls(i, h, n, c, device=device, lr=lr, seed=int(data["seed"]), backend=backend,
-                    dtype=str(data["dtype"]))
+                    dtype=str(data["dtype"]), clip_norm=clip)
         for name in ("params", "m", "v"):
             a = data[name]
             if a.shape != (model.spec.size,) or str(a.dtype) != model.spec.dtype:

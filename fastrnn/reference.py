@@ -21,6 +21,7 @@ bias per layer, as in TF's BasicRNNCell (PyTorch's ``b_ih + b_hh`` is one bias h
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -168,6 +169,27 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     m_hat = m / (1 - beta1**step)
     v_hat = v / (1 - beta2**step)
     param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def clip_by_global_norm(grads: Sequence[np.ndarray], clip_norm: float):
+    """Scale gradients so that their global L2 norm is at most ``clip_norm`` (TF's
+    ``clip_by_global_norm``)::
+
+        norm = sqrt(sum_i sum(g_i * g_i))
+        g_i <- g_i * clip_norm / max(norm, clip_norm)        (only if clip_norm > 0)
+
+    The squares are summed in float64 whatever the gradients' dtype, so finite float32
+    gradients never overflow the sum; the scale is rounded to the gradients' dtype before it
+    multiplies them. ``clip_norm`` 0 means no clipping: the gradients come back as they are.
+    Returns ``(clipped, norm)`` with ``norm`` a float. When ``norm`` is not finite the clipped
+    gradients are meaningless (a training step must skip its update; see
+    :mod:`fastrnn.backends`).
+    """
+    norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+    if clip_norm <= 0:
+        return list(grads), norm
+    scale = clip_norm / max(norm, clip_norm)
+    return [g * g.dtype.type(scale) for g in grads], norm
 
 
 def classifier_forward(x, layers: Sequence[Layer], w_out, b_out, lengths=None, time_major=False):

@@ -14,3 +14,7 @@
 __device__ inline long long seq_off(int b, int t, int s_b, int s_t) {
     return (long long)b * s_b + (long long)t * s_t;
 }
+
+// A finite float (false for NaN and +-inf) without <cmath>'s isfinite; valid under -ftz=true
+// (NVRTC's default in CuPy) as long as fast-math is off, which no build here turns on.
+__device__ inline bool finite_f32(float x) { return fabsf(x) <= 3.402823466e38f; }

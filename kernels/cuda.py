@@ -255,10 +255,18 @@ def dense_reduce_into(dlogits, h, row_loss, row_correct, dw_out, db_out, out2, C
              _i32(B), _i32(C), _i32(H)))
 
 
-def adam_into(p, g, m, v, hyper):
-    """``adam_update`` over the flat buffers; ``hyper [8]`` float32 on the device."""
+def adam_into(p, g, m, v, hyper, norm_part, loss=None, norm_out=None):
+    """``grad_sumsq_partial`` then ``adam_update`` over the flat buffers: the global norm of ``g``
+    into ``norm_out`` (``[1]`` float32 or None), and Adam with clipping unless the norm or
+    ``loss`` (``[1]`` float32 on the device, or None: not checked) is not finite, in which case
+    ``p``, ``m``, ``v`` are left untouched. ``hyper [9]`` float32 on the device
+    (``cuda_launch.adam_hyper``); ``norm_part``: float64 scratch of
+    ``cuda_launch.norm_part_size(n)`` elements."""
     n = p.size
-    _launch("classifier.cu", "adam_update", L.adam_launch(n), (p, g, m, v, hyper, _i32(n)))
+    parts = L.norm_part_size(n)
+    _launch("classifier.cu", "grad_sumsq_partial", L.norm_launch(n), (g, norm_part, _i32(n)))
+    _launch("classifier.cu", "adam_update", L.adam_launch(n),
+            (p, g, m, v, hyper, norm_part, _i32(parts), _p(loss), _p(norm_out), _i32(n)))
 
 
 def dense_xent(h, w_out, b_out, labels):
@@ -276,8 +284,16 @@ def dense_xent(h, w_out, b_out, labels):
     return out2[0], out2[1], logits, dlogits, dh, dw_out, db_out
 
 
-def adam(p, g, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-    """Adam in place, the reference's signature (``step`` 1-based)."""
+def adam(p, g, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, clip_norm=0.0,
+         loss=None):
+    """Adam in place, the reference's signature (``step`` 1-based) plus clipping by the global
+    norm (``clip_norm``, 0: off) and the finiteness guard (``loss``: a float, or None). Returns
+    the global norm of ``g`` as a device ``[1]`` float32 array."""
     cp = _cupy()
-    hyper = cp.asarray(np.asarray(L.adam_hyper(step, lr, beta1, beta2, eps), dtype=np.float32))
-    adam_into(p, g, m, v, hyper)
+    hyper = cp.asarray(np.asarray(L.adam_hyper(step, lr, beta1, beta2, eps, clip_norm),
+                                  dtype=np.float32))
+    part = cp.empty(L.norm_part_size(p.size), dtype=cp.float64)
+    norm = cp.empty(1, dtype=cp.float32)
+    dloss = None if loss is None else cp.asarray(np.array([loss], dtype=np.float32))
+    adam_into(p, g, m, v, hyper, part, dloss, norm)
+    return norm

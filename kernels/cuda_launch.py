@@ -80,9 +80,20 @@ Entry points (``extern "C"``)
         dlogits [B,C] nullable (then dw_out/db_out untouched, may be NULL); h [B,H];
         out2 [2] = (mean loss, accuracy).                               launch: reduce_launch
 
-    void adam_update(float* p, const float* g, float* m, float* v, const float* hyper, int n)
-        p, g, m, v [n]; hyper [8] device floats = (lr, beta1, 1-beta1, beta2, 1-beta2, eps,
-        1-beta1**step, 1-beta2**step) (see adam_hyper).                 launch: adam_launch
+    void grad_sumsq_partial(const float* g, double* norm_part, int n)
+        g [n]; norm_part [G] doubles out (G = grid x = norm_part_size(n)): block j's sum of
+        g[i]**2 over its contiguous chunk of ceil(n/G) elements, in a fixed order.
+                                                                        launch: norm_launch
+
+    void adam_update(float* p, const float* g, float* m, float* v, const float* hyper,
+                     const double* norm_part, int parts, const float* loss, float* norm_out,
+                     int n)
+        p, g, m, v [n]; hyper [9] device floats = (lr, beta1, 1-beta1, beta2, 1-beta2, eps,
+        1-beta1**step, 1-beta2**step, clip_norm) (see adam_hyper); norm_part [parts] from
+        grad_sumsq_partial on the same g; loss [1] nullable (not checked); norm_out [1]
+        nullable (block 0 writes sqrt(sum of norm_part) as float). Writes nothing when the norm
+        or the loss is not finite; else Adam on g * clip_norm / max(norm, clip_norm) (clip_norm
+        > 0) or on g (clip_norm = 0).                                   launch: adam_launch
 
 Every kernel is deterministic: no atomics, fixed-order reductions.
 """
@@ -96,7 +107,8 @@ ENTRY_POINTS = {
     "rnn_forward.cu": ("rnn_fwd_warp", "rnn_fwd_block"),
     "rnn_backward.cu": ("rnn_bwd_warp", "rnn_bwd_block", "rnn_wgrad_partial",
                         "rnn_wgrad_reduce"),
-    "classifier.cu": ("dense_xent_rows", "dense_grads_reduce", "adam_update"),
+    "classifier.cu": ("dense_xent_rows", "dense_grads_reduce", "grad_sumsq_partial",
+                      "adam_update"),
 }
 #: entry points whose register use matters most: no spills, no local-memory stack frame
 HOT_KERNELS = ("rnn_fwd_warp", "rnn_bwd_warp", "rnn_fwd_block", "rnn_bwd_block",
@@ -267,11 +279,42 @@ def reduce_launch(C: int, H: int) -> Launch:
     return Launch((_cdiv(C * H + C + 2, REDUCE_WARPS), 1, 1), (32 * REDUCE_WARPS, 1, 1), 0)
 
 
+#: grad_sumsq_partial: threads per block, elements per block before another block is added, and
+#: the most blocks (partials); NORM_THREADS must equal the .cu's
+NORM_THREADS = 256
+NORM_PER_BLOCK = 8192
+NORM_MAX_BLOCKS = 128
+#: adam_update: threads per block (ADAM_THREADS in classifier.cu) and the most blocks (grid-stride
+#: beyond: each block re-adds the norm partials, so their number is kept bounded)
+ADAM_THREADS = 256
+ADAM_MAX_BLOCKS = 4 * NUM_SMS
+#: floats of adam_update's ``hyper`` (see :func:`adam_hyper`)
+ADAM_HYPER_SIZE = 9
+
+
+def norm_part_size(n: int) -> int:
+    """``G``: the partial sums of squares ``grad_sumsq_partial`` writes for ``n`` gradients (one
+    block per 8K elements, 1 to :data:`NORM_MAX_BLOCKS`); depends on ``n`` only, so the norm of a
+    given buffer is always summed in the same order."""
+    return max(1, min(NORM_MAX_BLOCKS, _cdiv(n, NORM_PER_BLOCK)))
+
+
+def norm_launch(n: int) -> Launch:
+    """``grad_sumsq_partial``: :func:`norm_part_size` blocks of :data:`NORM_THREADS` threads, each
+    over a contiguous chunk of ``ceil(n / G)`` elements."""
+    return Launch((norm_part_size(n), 1, 1), (NORM_THREADS, 1, 1), 0)
+
+
 def adam_launch(n: int) -> Launch:
-    """``adam_update``: one thread per parameter."""
-    return Launch((max(1, _cdiv(n, 256)), 1, 1), (256, 1, 1), 0)
+    """``adam_update``: one thread per parameter up to :data:`ADAM_MAX_BLOCKS` blocks, then a
+    grid-stride loop."""
+    return Launch((max(1, min(ADAM_MAX_BLOCKS, _cdiv(n, ADAM_THREADS))), 1, 1),
+                  (ADAM_THREADS, 1, 1), 0)
 
 
-def adam_hyper(step: int, lr: float, beta1: float, beta2: float, eps: float) -> list[float]:
-    """The 8 floats ``adam_update`` reads from ``hyper``, computed in double like the reference."""
-    return [lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**step, 1.0 - beta2**step]
+def adam_hyper(step: int, lr: float, beta1: float, beta2: float, eps: float,
+               clip_norm: float = 0.0) -> list[float]:
+    """The 9 floats ``adam_update`` reads from ``hyper``, computed in double like the reference;
+    ``clip_norm`` 0 means no clipping."""
+    return [lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**step,
+            1.0 - beta2**step, clip_norm]

@@ -6,6 +6,11 @@ What they compute (the math of ``fastrnn/reference.py``):
         dlogits = (softmax(logits) - onehot) / B,
         dh = dlogits W,  dW = dlogits^T h,  db = sum dlogits
     Adam over one flat buffer (bias-corrected, eps added to sqrt(v_hat), as the reference).
+    The global gradient norm ``sqrt(sum g*g)`` (squares summed in float64, in a fixed order;
+    reported in the parameters' dtype), and, when ``clip_norm > 0``, every gradient scaled by
+    ``clip_norm / max(norm, clip_norm)`` before Adam (``fastrnn.reference.clip_by_global_norm``).
+    A step whose loss or norm is not finite (in the parameters' dtype) writes nothing: params,
+    m and v keep their bits.
     ``ClassifierStep``: the whole training step of an L-layer RNN classifier on the flat
     parameter layout (per layer w_ih [H,I_k], w_hh [H,H], b [H]; then w_out [C,H], b_out [C]),
     given as element offsets by the caller (this package does not import fastrnn).
@@ -19,7 +24,8 @@ Launch shape: one Numba call per training step (``step_kernel``; also per predic
 ``rnn_cpu.CHUNK`` = 8 batch rows, each chunk running its rows through every layer forward, the
 head, and every layer backward (``_chunk_step``; its rows stay in L1/L2, and it writes only its own
 rows and its own partial gradients), then a serial tail: the chunks' partials summed in chunk
-order (32 lanes at a time) and Adam (``_reduce_adam``, ~10 us for the showcase). The tail is
+order (32 lanes at a time) and the float64 sum of their squares (``_reduce``), then the
+finiteness check, the clipping factor and Adam (``_adam_all``); ~15 us for the showcase. The tail is
 serial on purpose: a ``workqueue`` parallel region costs 25-50 us to launch on this VM (measured:
 an empty ``prange`` call), more than the work. Chunking depends on B only: results are bitwise
 identical run to run and for 1 or any number of threads (``test_train_step_bitwise_reproducible``).
@@ -109,7 +115,10 @@ def dense_xent_kernel(h, w, b, labels, logits, dlogits, dh, dw, db, want_grad):
 
 
 @njit(inline="always")
-def _adam1(param, m, v, i, g, b1, b2, one, c1, c2, a, e):
+def _adam1(param, m, v, i, g, b1, b2, one, c1, c2, a, e, s):
+    """Adam on element ``i`` given its gradient ``g``, first scaled by ``s`` (the clipping
+    factor in the buffers' dtype; ``g * 1`` is exact, so no clipping changes no bit)."""
+    g = g * s
     mi = b1 * m[i] + (one - b1) * g
     vi = b2 * v[i] + (one - b2) * g * g
     m[i] = mi
@@ -126,7 +135,16 @@ def adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps):
     f = param.dtype.type
     for i in range(param.shape[0]):
         _adam1(param, m, v, i, grad[i], f(beta1), f(beta2), f(1), f(1 - beta1 ** step),
-               f(1 - beta2 ** step), f(lr), f(eps))
+               f(1 - beta2 ** step), f(lr), f(eps), f(1))
+
+
+@njit(inline="always")
+def _sq8(q, a):
+    """``q + a*a`` lane by lane in float64; q 8 float64, a 8 of the gradients' dtype."""
+    a0, a1, a2, a3 = np.float64(a[0]), np.float64(a[1]), np.float64(a[2]), np.float64(a[3])
+    a4, a5, a6, a7 = np.float64(a[4]), np.float64(a[5]), np.float64(a[6]), np.float64(a[7])
+    return (q[0] + a0 * a0, q[1] + a1 * a1, q[2] + a2 * a2, q[3] + a3 * a3,
+            q[4] + a4 * a4, q[5] + a5 * a5, q[6] + a6 * a6, q[7] + a7 * a7)
 
 
 @njit(**JIT_OPTIONS)
@@ -137,6 +155,13 @@ def _reduce_rows(p):
         for c in range(1, p.shape[0]):
             acc = rnn_cpu._add32(acc, p[c], j0)
         rnn_cpu._store32(p[0], j0, acc)
+
+
+@njit(inline="always")
+def _sq32(q, v):
+    """``q + v[:32]**2`` lane by lane in float64 (q: 4 8-tuples of float64)."""
+    return (_sq8(q[0], v[0:8]), _sq8(q[1], v[8:16]), _sq8(q[2], v[16:24]),
+            _sq8(q[3], v[24:32]))
 
 
 @njit(**JIT_OPTIONS)
@@ -191,17 +216,18 @@ def _chunk_step(c, xs, labels, layout, train, w_out, b_out, wih_t, whh_t, bias, 
 
 
 @njit(**JIT_OPTIONS)
-def _reduce_adam(params, m, v, layout, out_offsets, hyper, step, part_ih, part_hh, part_b,
-                 part_w, part_bo):
-    """Sum the chunks' partial gradients (in chunk order) and apply Adam to every parameter."""
+def _reduce(layout, part_ih, part_hh, part_b, part_w, part_bo):
+    """Sum the chunks' partial gradients into chunk 0's, in chunk order; return the sum of the
+    squares of every gradient, in float64 and in a fixed order (32 lanes, each summing its
+    column of every row in row order, then the lanes in order, then the dense bias)."""
     L = layout.shape[0]
     nc, H = part_hh.shape[0], part_hh.shape[2]
     C = part_bo.shape[1]
-    o_w, o_b = out_offsets[0], out_offsets[1]
+    HP = part_hh.shape[3]
     # Serial on purpose: a workqueue parallel region costs 25-50 us to launch on this VM, more
     # than this whole tail (~10 us for the showcase).
-    # 1) sum the chunks' partials into chunk 0's, in chunk order, 32 lanes at a time (each
-    #    lane its own chain: ~NC*4 cycles per row instead of per element)
+    # 1) 32 lanes at a time (each lane its own chain: ~NC*4 cycles per row instead of per
+    #    element)
     n_ih = part_ih.shape[2]
     n_row = n_ih + H + 1
     for r in range(L * n_row + C):
@@ -216,14 +242,45 @@ def _reduce_adam(params, m, v, layout, out_offsets, hyper, step, part_ih, part_h
                 _reduce_rows(part_b[:, k])
         else:
             _reduce_rows(part_w[:, r - L * n_row])
-    for cc in range(1, nc):
+    # 2) the squares of the sums: a second pass over chunk 0's contiguous rows, still in L1
+    #    (~0.2 us for the showcase; folded into pass 1, whose strided views compile to
+    #    gathers, they cost 4 us)
+    z = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    q = (z, z, z, z)  # the 32 lanes of the sum of squares
+    for j0 in range(0, HP, rnn_cpu.BLOCK):
+        for k in range(L):
+            for i in range(layout[k, 3]):
+                q = _sq32(q, part_ih[0, k, i, j0:j0 + 32])
+            for i in range(H):
+                q = _sq32(q, part_hh[0, k, i, j0:j0 + 32])
+            q = _sq32(q, part_b[0, k, j0:j0 + 32])
         for cl in range(C):
+            q = _sq32(q, part_w[0, cl, j0:j0 + 32])
+    total = 0.0
+    for a in q:
+        for lane in a:
+            total += lane
+    for cl in range(C):
+        for cc in range(1, nc):
             part_bo[0, cl] += part_bo[cc, cl]
-    # 2) Adam, one gradient row per iteration: (layer k, unit j) -> w_ih[j,:], w_hh[j,:],
-    #    b[j]; the last iteration is the dense head (w_out, b_out)
+        g = np.float64(part_bo[0, cl])
+        total += g * g
+    return total
+
+
+@njit(**JIT_OPTIONS)
+def _adam_all(params, m, v, layout, out_offsets, hyper, step, scale, part_ih, part_hh, part_b,
+              part_w, part_bo):
+    """Adam on every parameter from the reduced gradients (chunk 0's partials), each first
+    multiplied by ``scale``; one gradient row per iteration: (layer k, unit j) -> w_ih[j,:],
+    w_hh[j,:], b[j]; the last iteration is the dense head (w_out, b_out)."""
+    L = layout.shape[0]
+    H = part_hh.shape[2]
+    C = part_bo.shape[1]
+    o_w, o_b = out_offsets[0], out_offsets[1]
     f = params.dtype.type
     lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
-    b1, b2, one, a, e = f(beta1), f(beta2), f(1), f(lr), f(eps)
+    b1, b2, one, a, e, s = f(beta1), f(beta2), f(1), f(lr), f(eps), f(scale)
     c1, c2 = f(1 - beta1 ** step), f(1 - beta2 ** step)
     for r in range(L * H + 1):
         if r < L * H:
@@ -231,17 +288,17 @@ def _reduce_adam(params, m, v, layout, out_offsets, hyper, step, part_ih, part_h
             o_ih, o_hh, o_bk, I = layout[k, 0], layout[k, 1], layout[k, 2], layout[k, 3]
             for i in range(I):
                 _adam1(params, m, v, o_ih + j * I + i, part_ih[0, k, i, j], b1, b2, one, c1,
-                       c2, a, e)
+                       c2, a, e, s)
             for i in range(H):
                 _adam1(params, m, v, o_hh + j * H + i, part_hh[0, k, i, j], b1, b2, one,
-                       c1, c2, a, e)
-            _adam1(params, m, v, o_bk + j, part_b[0, k, j], b1, b2, one, c1, c2, a, e)
+                       c1, c2, a, e, s)
+            _adam1(params, m, v, o_bk + j, part_b[0, k, j], b1, b2, one, c1, c2, a, e, s)
         else:
             for cl in range(C):
                 for j in range(H):
                     _adam1(params, m, v, o_w + cl * H + j, part_w[0, cl, j], b1, b2, one,
-                           c1, c2, a, e)
-                _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e)
+                           c1, c2, a, e, s)
+                _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e, s)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -249,18 +306,22 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
                 wih_t, whh_t, bias, wih_p, whh_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz,
                 part_ih, part_hh, part_b, part_w, part_bo, logits, dlogits, lengths,
                 chunk_loss, chunk_correct):
-    """The whole classifier step in one call: forward, head, and if ``train`` BPTT and Adam.
+    """The whole classifier step in one call: forward, head, and if ``train`` BPTT, the
+    gradient norm, clipping and Adam.
 
     xs [T,B,I] (a time-major view of the batch-major x)   labels [B] int64   layout [L,4] int64
-    out_offsets [2] int64 (w_out, b_out)   hyper [4] float64 (lr, beta1, beta2, eps)   step >= 1
-    params, m, v [P] (updated in place if ``train``; must not alias each other).
+    out_offsets [2] int64 (w_out, b_out)   step >= 1
+    hyper [5] float64 (lr, beta1, beta2, eps, clip_norm; clip_norm 0 = no clipping)
+    params, m, v [P] (updated in place if ``train`` and the loss and gradient norm are finite;
+    otherwise not written at all; must not alias each other).
     Workspaces (see ``ClassifierStep``): ys [L,T,B,HP] per-layer outputs, dxy [2,T,B,HP],
     part_* [NC,...] per-chunk partial gradients, chunk_loss [NC] float64, chunk_correct [NC].
-    Returns ``(sum of row losses, correct count)``; logits [B,C] are left in ``logits``.
+    Returns ``(sum of row losses, correct count, gradient norm)``, the norm rounded to the
+    parameters' dtype (0 unless ``train``); logits [B,C] are left in ``logits``.
 
     Launch: 1 serial pack, 1 prange over NC chunks of CHUNK rows (:func:`_chunk_step`), then
-    the serial :func:`_reduce_adam`. Chunking depends on B only: results are bitwise identical
-    for any thread count.
+    the serial :func:`_reduce` and :func:`_adam_all`. Chunking depends on B only: results are
+    bitwise identical for any thread count.
     """
     T, B, _ = xs.shape
     H = h_n.shape[2]
@@ -281,10 +342,21 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
     for c in range(nc):
         loss += chunk_loss[c]
         correct += chunk_correct[c]
+    norm = 0.0
     if train:
-        _reduce_adam(params, m, v, layout, out_offsets, hyper, step, part_ih, part_hh, part_b,
-                     part_w, part_bo)
-    return loss, correct
+        exact = math.sqrt(_reduce(layout, part_ih, part_hh, part_b, part_w, part_bo))
+        # NaN or inf anywhere in the batch or the weights reaches the loss or the norm (a NaN
+        # gradient makes the sum NaN; float64 squares of finite gradients do not overflow).
+        # Both are judged, and the norm reported, in the parameters' dtype, as the reference
+        # and the CUDA kernel report them: float32 gradients whose norm passes 3.4e38 refuse too
+        f = params.dtype.type
+        norm = np.float64(f(exact))
+        if math.isfinite(f(loss / B)) and math.isfinite(norm):
+            clip = hyper[4]
+            scale = clip / max(exact, clip) if clip > 0 else 1.0  # exactly 1 if norm <= clip
+            _adam_all(params, m, v, layout, out_offsets, hyper, step, scale, part_ih, part_hh,
+                      part_b, part_w, part_bo)
+    return loss, correct, norm
 
 
 def dense_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -359,19 +431,21 @@ class ClassifierStep:
         self.logits = z((B, C), dt)
         self.ws_tail = (self.logits, z((B, C), dt), np.full(B, T, np.int32), z(nc, np.float64),
                         z(nc, np.int64))
-        self.hyper = np.zeros(4, np.float64)
+        self.hyper = np.zeros(5, np.float64)
         self.no_labels = z(B, np.int64)
 
     def _run(self, params, m, v, step, x, labels, train):
-        loss, correct = step_kernel(params, m, v, x.swapaxes(0, 1), labels, self.layout,
-                                    self.out_offsets, self.hyper, step, train, *self.ws,
-                                    *self.ws_tail)
+        loss, correct, norm = step_kernel(params, m, v, x.swapaxes(0, 1), labels, self.layout,
+                                          self.out_offsets, self.hyper, step, train, *self.ws,
+                                          *self.ws_tail)
         B = x.shape[0]
-        return loss / B, correct / B
+        return loss / B, correct / B, norm
 
-    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
-        """Forward, xent, BPTT, dense grads and Adam; updates params, m, v; returns (loss, acc)."""
-        self.hyper[:] = (lr, beta1, beta2, eps)
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
+        """Forward, xent, BPTT, dense grads, clipping (``clip_norm`` > 0) and Adam; updates
+        params, m, v unless the loss or the gradient norm is not finite; returns
+        ``(loss, acc, grad_norm)``."""
+        self.hyper[:] = (lr, beta1, beta2, eps, clip_norm)
         return self._run(params, m, v, step, x, labels, True)
 
     def predict(self, params, x):
@@ -381,4 +455,4 @@ class ClassifierStep:
 
     def evaluate(self, params, x, labels):
         """(loss, acc) without updating anything."""
-        return self._run(params, params, params, 1, x, labels, False)
+        return self._run(params, params, params, 1, x, labels, False)[:2]

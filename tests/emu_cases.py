@@ -160,19 +160,100 @@ def check_classifier(B, C, H, order="forward", seed=0):
     assert out2[1] == round(acc_r * B)
 
 
-def check_adam(n, step, order="forward", seed=0):
-    """``adam_update`` against ``reference.adam_update`` (one update at 1-based ``step``)."""
-    rng = np.random.default_rng(n)
-    p, g = rng.standard_normal(n), rng.standard_normal(n) * 1e-2
+def clip_by_global_norm(g, clip_norm):
+    """``reference.clip_by_global_norm`` on one flat gradient: ``(clipped, norm)``."""
+    (clipped,), norm = ref.clip_by_global_norm([g], clip_norm)
+    return clipped, norm
+
+
+def adam_problem(n, grad_scale=1e-2, seed=0):
+    """float64 ``(p, g, m, v)`` of one Adam update; ``g`` is rounded to float32 (the kernel's
+    input) so the reference norm and clipping see the same values."""
+    rng = np.random.default_rng(n + seed)
+    p, g = rng.standard_normal(n), f32(rng.standard_normal(n) * grad_scale).astype(np.float64)
     m, v = rng.standard_normal(n) * 1e-3, rng.uniform(0, 1e-4, n)
+    return p, g, m, v
+
+
+def run_adam(p, g, m, v, step, clip_norm, loss, order="forward", seed=0):
+    """``grad_sumsq_partial`` then ``adam_update`` (as ``kernels/cuda.adam_into``) on float32
+    copies; returns ``({"param", "m", "v"}, norm)``. ``loss``: a float, or None (NULL)."""
+    n = p.size
     got = {"param": f32(p), "m": f32(m), "v": f32(v)}
-    hyper = f32(L.adam_hyper(step, 1e-3, 0.9, 0.999, 1e-8))
-    load(KERNELS / "classifier.cu").launch(
-        "adam_update", *L.adam_launch(n), got["param"], f32(g), got["m"], got["v"], hyper, i32(n),
-        order=order, seed=seed)
-    ref.adam_update(p, g, m, v, step)
+    part = np.full(L.norm_part_size(n), np.nan)
+    norm = nans(1)
+    run = {"order": order, "seed": seed}
+    mod = load(KERNELS / "classifier.cu")
+    mod.launch("grad_sumsq_partial", *L.norm_launch(n), f32(g), part, i32(n), **run)
+    hyper = f32(L.adam_hyper(step, 1e-3, 0.9, 0.999, 1e-8, clip_norm))
+    assert hyper.size == L.ADAM_HYPER_SIZE
+    mod.launch("adam_update", *L.adam_launch(n), got["param"], f32(g), got["m"], got["v"], hyper,
+               part, i32(part.size), None if loss is None else f32([loss]), norm, i32(n), **run)
+    return got, float(norm[0])
+
+
+def _assert_norm(norm_r, norm):
+    # Squares summed in double: only the final rounding to float32 is left (0.5 ulp), so allow
+    # one ulp of float32 at the reference norm, far tighter than any kernel tolerance.
+    ulp = float(np.spacing(np.float32(norm_r)))
+    print(f"grad norm: {norm!r}, float64 reference {norm_r!r} (ulp {ulp:.1e})")
+    assert abs(norm - norm_r) <= ulp, f"grad norm {norm!r}, reference {norm_r!r}"
+
+
+def check_adam(n, step, clip_norm=0.0, grad_scale=1e-2, loss=None, order="forward", seed=0):
+    """``grad_sumsq_partial`` + ``adam_update`` against ``reference.adam_update`` on the clipped
+    gradient (one update at 1-based ``step``), the norm against NumPy's float64 norm."""
+    p, g, m, v = adam_problem(n, grad_scale)
+    got, norm = run_adam(p, g, m, v, step, clip_norm, loss, order, seed)
+    clipped, norm_r = clip_by_global_norm(g, clip_norm)
+    _assert_norm(norm_r, norm)
+    ref.adam_update(p, clipped, m, v, step)
     for name, want in [("param", p), ("m", m), ("v", v)]:
         assert_close(name, want, got[name], KERNEL_F32_FORWARD)
+
+
+def check_adam_clip_inactive_is_exact(n, order="forward", seed=0):
+    """A ``clip_norm`` above the norm scales by exactly 1: the same bits as no clipping."""
+    p, g, m, v = adam_problem(n)
+    off, norm = run_adam(p, g, m, v, 3, 0.0, 1.5, order, seed)
+    on, norm_on = run_adam(p, g, m, v, 3, 2 * norm + 1.0, 1.5, order, seed)
+    assert norm == norm_on
+    for name in off:
+        np.testing.assert_array_equal(on[name], off[name], err_msg=name)
+
+
+#: non-finite steps of check_adam_skips: how the gradient or the loss is broken
+NONFINITE = ("nan_grad", "inf_grad", "norm_overflow", "inf_loss", "nan_loss")
+
+
+def check_adam_skips(n, what, clip_norm=1.0, order="forward", seed=0):
+    """A non-finite step writes nothing: param, m, v keep their bits (they start as the float32
+    problem, compared with ``assert_array_equal`` byte for byte), and the norm still comes back
+    (NaN / inf when the gradient is broken, the true norm when only the loss is).
+    ``norm_overflow``: every gradient finite, but the norm above float32's range."""
+    p, g, m, v = adam_problem(n)
+    loss = 2.3
+    if what == "nan_grad":
+        g[n // 2] = np.nan
+    elif what == "inf_grad":
+        g[-1] = -np.inf
+    elif what == "norm_overflow":
+        g[0] = g[-1] = 3e38
+    elif what == "inf_loss":
+        loss = np.inf
+    elif what == "nan_loss":
+        loss = np.nan
+    else:
+        raise ValueError(f"what: expected one of {NONFINITE}, got {what!r}")
+    got, norm = run_adam(p, g, m, v, 5, clip_norm, loss, order, seed)
+    for name, before in [("param", p), ("m", m), ("v", v)]:
+        assert got[name].tobytes() == f32(before).tobytes(), f"{name} changed on a {what} step"
+    if what == "nan_grad":
+        assert np.isnan(norm), norm
+    elif what in ("inf_grad", "norm_overflow"):
+        assert norm == np.inf, norm
+    else:
+        _assert_norm(clip_by_global_norm(g, 0.0)[1], norm)
 
 
 # ---- planted bugs: values are right under every order; only a sanitizer sees them ------------

@@ -209,7 +209,43 @@ def test_classifier_head(B, C, H, order):
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("n,step", [(1, 1), (257, 3), (2180, 1000)])
 def test_adam(n, step, order):
-    cases.check_adam(n, step, order, seed=3)
+    cases.check_adam(n, step, order=order, seed=3)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("clip_norm", [0.0, 0.05, 1e3], ids=["off", "active", "inactive"])
+def test_adam_clipped(clip_norm, order):
+    """n = 2180 (the showcase's flat buffer, one norm block): the gradient's norm is ~0.47."""
+    cases.check_adam(2180, 3, clip_norm, loss=2.3, order=order, seed=3)
+
+
+@pytest.mark.parametrize("n", [8192, 8193, 100_003, 3_000_017])
+def test_adam_clipped_many_norm_blocks(n):
+    """One norm block up to 8K gradients, then more (8193: the second one holds one element),
+    up to the 128-block cap, and the grid-stride Adam beyond 4 blocks per SM."""
+    assert L.norm_part_size(n) == min(L.NORM_MAX_BLOCKS, -(-n // L.NORM_PER_BLOCK))
+    cases.check_adam(n, 7, 0.5, seed=1)
+
+
+def test_adam_clip_handles_gradients_whose_squares_overflow_float32():
+    """|g| ~ 1e30: g*g overflows float32 but not the double sum; the clipped step is finite."""
+    cases.check_adam(300, 2, 1.0, grad_scale=1e30)
+
+
+def test_adam_clip_inactive_is_exact():
+    cases.check_adam_clip_inactive_is_exact(2180)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("what", cases.NONFINITE)
+def test_adam_nonfinite_step_writes_nothing(what, order):
+    cases.check_adam_skips(2180, what, order=order, seed=3)
+
+
+def test_adam_nonfinite_step_writes_nothing_many_blocks():
+    """The skip is decided by every block on its own: 13 norm blocks, 392 Adam blocks."""
+    for what in ("nan_grad", "inf_loss"):
+        cases.check_adam_skips(100_003, what, clip_norm=0.0)
 
 
 #: one small shape per kernel under each sanitizer (warp and block paths, both layouts)
@@ -221,12 +257,14 @@ SANITIZED = [
     ("check_backward", dict(B=5, T=7, I=3, H=33, time_major=False, lengths="mixed",
                             per_block=3, w_in_smem=1)),
     ("check_classifier", dict(B=5, C=37, H=5)),
-    ("check_adam", dict(n=300, step=2)),
+    ("check_adam", dict(n=300, step=2, clip_norm=0.01, loss=2.3)),
+    ("check_adam_skips", dict(n=300, what="nan_grad")),
+    ("check_adam", dict(n=8193, step=2, clip_norm=0.5)),  # two norm blocks
 ]
 
 
 @pytest.mark.parametrize("build", ["tsan", "asan"])
-@pytest.mark.parametrize("case,kwargs", SANITIZED, ids=[f"{c}-{k['H']}" if "H" in k else c
-                                                        for c, k in SANITIZED])
+@pytest.mark.parametrize("case,kwargs", SANITIZED, ids=[
+    f"{c}-{k['H']}" if "H" in k else f"{c}-{k['n']}" if "n" in k else c for c, k in SANITIZED])
 def test_real_kernels_under_sanitizer(build, case, kwargs):
     _assert_clean(_sanitized(build, case, order="random", **kwargs))

@@ -161,7 +161,7 @@ def _classifier_run(backend_name, spec, steps, x, labels):
     k = get_backend(backend_name).classifier(spec)
     p = init_params(spec, 0)
     m, v = np.zeros_like(p), np.zeros_like(p)
-    losses = [k.train_step(p, m, v, s + 1, x, labels, 1e-3, 0.9, 0.999, 1e-8)
+    losses = [k.train_step(p, m, v, s + 1, x, labels, 1e-3, 0.9, 0.999, 1e-8, 0.0)[:2]
               for s in range(steps)]
     return losses, p, k
 

@@ -14,6 +14,7 @@ import pytest
 
 from fastrnn import reference as ref
 from fastrnn.params import ModelSpec, init_params
+from tests import emu_cases as cases
 from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
 
 pytestmark = pytest.mark.gpu
@@ -142,17 +143,52 @@ def test_dense_xent(cp, kc, B, C, H):
     assert_close(f"db_out [{tag}]", db_r, cp.asnumpy(db), KERNEL_F32_FORWARD)
 
 
-@pytest.mark.parametrize("n,step", [(1, 1), (2180, 3), (6086, 10), (100_003, 1000)])
-def test_adam(cp, kc, n, step):
-    rng = np.random.default_rng(n)
-    p, g = rng.standard_normal(n), rng.standard_normal(n) * 1e-2
-    m, v = rng.standard_normal(n) * 1e-3, rng.uniform(0, 1e-4, n)
+def _assert_norm(norm_r, norm, what="grad norm"):
+    """The norm is summed in double: within one float32 ulp of the float64 norm."""
+    ulp = float(np.spacing(np.float32(norm_r)))
+    print(f"{what}: {norm!r}, float64 reference {norm_r!r} (ulp {ulp:.1e})")
+    assert abs(norm - norm_r) <= ulp, f"{what} {norm!r}, reference {norm_r!r}"
+
+
+@pytest.mark.parametrize("clip_norm", [0.0, 0.05])
+@pytest.mark.parametrize("n,step", [(1, 1), (2180, 3), (6086, 10), (100_003, 1000),
+                                    (3_000_017, 2)])
+def test_adam(cp, kc, n, step, clip_norm):
+    """grad_sumsq_partial + adam_update (one to 128 norm blocks, grid-stride Adam above 528
+    blocks) against the reference's Adam on the clipped gradient."""
+    p, g, m, v = cases.adam_problem(n)
     dp, dg, dm, dv = (_dev(cp, a) for a in (p, g, m, v))
-    ref.adam_update(p, g, m, v, step)
-    kc.adam(dp, dg, dm, dv, step)
+    clipped, norm_r = cases.clip_by_global_norm(g, clip_norm)
+    ref.adam_update(p, clipped, m, v, step)
+    norm = kc.adam(dp, dg, dm, dv, step, clip_norm=clip_norm, loss=2.3)
+    _assert_norm(norm_r, float(norm[0]))
     assert_close("adam m", m, cp.asnumpy(dm), KERNEL_F32_FORWARD)
     assert_close("adam v", v, cp.asnumpy(dv), KERNEL_F32_FORWARD)
     assert_close("adam param", p, cp.asnumpy(dp), KERNEL_F32_FORWARD)
+
+
+@pytest.mark.parametrize("n", [2180, 100_003])
+@pytest.mark.parametrize("what", cases.NONFINITE)
+def test_adam_nonfinite_step_writes_nothing(cp, kc, n, what):
+    p, g, m, v = cases.adam_problem(n)
+    loss = {"inf_loss": np.inf, "nan_loss": np.nan}.get(what, 2.3)
+    if what == "nan_grad":
+        g[n // 2] = np.nan
+    elif what == "inf_grad":
+        g[-1] = -np.inf
+    elif what == "norm_overflow":  # every gradient finite, the norm above float32's range
+        g[0] = g[-1] = 3e38
+    dp, dg, dm, dv = (_dev(cp, a) for a in (p, g, m, v))
+    before = [cp.asnumpy(a).tobytes() for a in (dp, dm, dv)]
+    norm = float(kc.adam(dp, dg, dm, dv, 5, clip_norm=1.0, loss=loss)[0])
+    for name, b, a in zip(("param", "m", "v"), before, (dp, dm, dv)):
+        assert cp.asnumpy(a).tobytes() == b, f"{name} changed on a {what} step"
+    if what == "nan_grad":
+        assert np.isnan(norm)
+    elif what in ("inf_grad", "norm_overflow"):
+        assert norm == np.inf
+    else:
+        _assert_norm(cases.clip_by_global_norm(g, 0.0)[1], norm)
 
 
 def _batch(spec, B, T, seed):
@@ -162,7 +198,13 @@ def _batch(spec, B, T, seed):
     return x, labels
 
 
-def _run_steps(cp, backend_name, spec, steps, B, T, monkeypatch=None, graph=True):
+def _run_steps(cp, backend_name, spec, steps, B, T, monkeypatch=None, graph=True, clip=0.0,
+               nan_at=()):
+    """``steps`` training steps from fixed seeds through the backend's ``train_step``; ``clip``:
+    one clip_norm for every step, or a list of one per step. Steps in ``nan_at`` (1-based) get a
+    batch with a NaN and must leave params, m and v bitwise as they were; they do not count as
+    Adam steps. Returns per-step arrays (loss, acc, grad_norm), the final params and the kernels.
+    """
     from fastrnn.backends import get_backend
 
     if monkeypatch is not None:
@@ -173,58 +215,121 @@ def _run_steps(cp, backend_name, spec, steps, B, T, monkeypatch=None, graph=True
     m, v = np.zeros_like(params), np.zeros_like(params)
     if backend_name == "cuda":
         params, m, v = cp.asarray(params), cp.asarray(m), cp.asarray(v)
+    host = cp.asnumpy if backend_name == "cuda" else np.asarray
     clf = be.classifier(spec)
-    losses, accs = [], []
+    clips = clip if isinstance(clip, list) else [clip] * steps
+    out, adam_step = [], 0
     for s in range(1, steps + 1):
         x, labels = _batch(spec, B, T, s)
+        bad = s in nan_at
+        if bad:
+            x[B // 2, T // 2, 0] = np.nan
+            before = [host(a).tobytes() for a in (params, m, v)]
         if backend_name == "cuda":
             x, labels = cp.asarray(x), cp.asarray(labels)
         else:
             x = x.astype(dtype)
-        loss, acc = clf.train_step(params, m, v, s, x, labels, 1e-3, 0.9, 0.999, 1e-8)
-        assert isinstance(loss, float) and isinstance(acc, float)
-        losses.append(loss)
-        accs.append(acc)
-    p = cp.asnumpy(params) if backend_name == "cuda" else params
-    return np.array(losses), np.array(accs), p, clf
+        res = clf.train_step(params, m, v, adam_step + 1, x, labels, 1e-3, 0.9, 0.999, 1e-8,
+                             clips[s - 1])
+        assert len(res) == 3 and all(isinstance(r, float) for r in res), res
+        if bad:
+            assert not (np.isfinite(res[0]) and np.isfinite(res[2])), f"step {s}: {res}"
+            for name, b, a in zip(("params", "m", "v"), before, (params, m, v)):
+                assert host(a).tobytes() == b, f"{name} changed on the NaN step {s}"
+            continue
+        adam_step += 1
+        out.append(res)
+    loss, acc, norm = (np.array(c) for c in zip(*out))
+    return loss, acc, norm, host(params), clf
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.05], ids=["no-clip", "clip"])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_classifier_10_steps_match_reference(cp, layers, monkeypatch):
+def test_classifier_10_steps_match_reference(cp, layers, clip, monkeypatch):
+    """clip 0.05 is below every step's gradient norm here (~0.1-1), so each step is clipped."""
     spec = ModelSpec(28, 31, layers, 10)
-    l_r, a_r, p_r, _ = _run_steps(cp, "reference", spec, 10, 128, 28)
-    l_c, a_c, p_c, _ = _run_steps(cp, "cuda", spec, 10, 128, 28, monkeypatch, graph=True)
+    l_r, a_r, n_r, p_r, _ = _run_steps(cp, "reference", spec, 10, 128, 28, clip=clip)
+    l_c, a_c, n_c, p_c, _ = _run_steps(cp, "cuda", spec, 10, 128, 28, monkeypatch, graph=True,
+                                       clip=clip)
     for s in range(10):
         assert_close(f"loss step {s + 1}", l_r[s], l_c[s], KERNEL_F32_FORWARD)
+        assert_close(f"grad norm step {s + 1}", n_r[s], n_c[s], KERNEL_F32_BACKWARD)
         assert abs(a_r[s] - a_c[s]) <= 1 / 128 + 1e-12, f"accuracy step {s + 1}"
+    if clip:
+        assert (n_r > clip).all(), f"not every step clipped: norms {n_r}"
     assert_close("params after 10 steps", p_r, p_c, KERNEL_F32_BACKWARD)
 
 
+#: clip_norm per step: off, active, inactive, active with another value, off
+CLIPS = [0.0, 0.05, 1e3, 0.02, 0.0]
+
+
 def test_classifier_graph_equals_eager(cp, monkeypatch):
-    """The CUDA-graph replay runs exactly the eager launches: bitwise-equal losses and params."""
+    """The CUDA-graph replay runs exactly the eager launches: bitwise-equal losses, norms and
+    params, with clip_norm changing from step to step (read at replay from the pinned hyper
+    buffer: captured once, never again)."""
+    from fastrnn.backends import cuda as cuda_backend
+
     spec = ModelSpec(28, 31, 3, 10)
-    l_g, a_g, p_g, _ = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=True)
-    l_e, a_e, p_e, _ = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=False)
+    enqueued = []
+    enqueue = cuda_backend._CudaClassifier._enqueue_step
+    monkeypatch.setattr(cuda_backend._CudaClassifier, "_enqueue_step",
+                        lambda self, *a: enqueued.append(1) or enqueue(self, *a))
+    l_g, a_g, n_g, p_g, clf = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=True,
+                                         clip=CLIPS)
+    assert len(enqueued) == 2, f"{len(enqueued)} enqueues: want 1 eager step + 1 capture"
+    bf = clf._bufs[(128, 28)]
+    assert bf.graph is not None and bf.eager_steps == 1, "the graph was not replayed"
+    l_e, a_e, n_e, p_e, _ = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=False,
+                                       clip=CLIPS)
     np.testing.assert_array_equal(l_g, l_e)
     np.testing.assert_array_equal(a_g, a_e)
+    np.testing.assert_array_equal(n_g, n_e)
     np.testing.assert_array_equal(p_g, p_e)
 
 
 def test_classifier_deterministic(cp, monkeypatch):
     """Same state, same batch, twice: bitwise-equal results (no float atomics anywhere)."""
     spec = ModelSpec(28, 31, 3, 10)
-    runs = [_run_steps(cp, "cuda", spec, 3, 128, 28, monkeypatch) for _ in range(2)]
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+    runs = [_run_steps(cp, "cuda", spec, 3, 128, 28, monkeypatch, clip=0.05) for _ in range(2)]
+    for i in range(4):
+        np.testing.assert_array_equal(runs[0][i], runs[1][i])
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["graph", "eager"])
+def test_classifier_nan_batch_writes_nothing(cp, monkeypatch, graph):
+    """A batch with a NaN (steps 1, 3 and 5: the eager first step, then graph replays) leaves
+    params, m and v bitwise unchanged (checked inside _run_steps); the good steps around them
+    then give exactly the run that never saw those batches."""
+    spec = ModelSpec(28, 31, 2, 10)
+    bad = _run_steps(cp, "cuda", spec, 7, 64, 28, monkeypatch, graph=graph, clip=0.05,
+                     nan_at=(1, 3, 5))
+    # the same good batches (seeds 2, 4, 6, 7) as Adam steps 1-4, without the NaN steps
+    monkeypatch.setenv("FASTRNN_CUDA_GRAPH", "1" if graph else "0")
+    from fastrnn.backends import get_backend
+
+    clf = get_backend("cuda").classifier(spec)
+    params = cp.asarray(init_params(spec, 0))
+    m, v = cp.zeros_like(params), cp.zeros_like(params)
+    good = []
+    for adam_step, seed in enumerate((2, 4, 6, 7), start=1):
+        x, labels = _batch(spec, 64, 28, seed)
+        good.append(clf.train_step(params, m, v, adam_step, cp.asarray(x), cp.asarray(labels),
+                                   1e-3, 0.9, 0.999, 1e-8, 0.05))
+    loss, acc, norm = (np.array(c) for c in zip(*good))
+    np.testing.assert_array_equal(bad[0], loss)
+    np.testing.assert_array_equal(bad[2], norm)
+    np.testing.assert_array_equal(bad[3], cp.asnumpy(params))
 
 
 @pytest.mark.parametrize("I,H,layers", [(40, 64, 2), (28, 257, 1), (40, 5, 1)])
 def test_classifier_general_path(cp, I, H, layers, monkeypatch):
     """Shapes that cannot use the graph (GEMMs for the projection / dx, block kernels)."""
     spec = ModelSpec(I, H, layers, 10)
-    l_r, _, p_r, _ = _run_steps(cp, "reference", spec, 3, 33, 9)
-    l_c, _, p_c, _ = _run_steps(cp, "cuda", spec, 3, 33, 9, monkeypatch)
+    l_r, _, n_r, p_r, _ = _run_steps(cp, "reference", spec, 3, 33, 9, clip=0.05)
+    l_c, _, n_c, p_c, _ = _run_steps(cp, "cuda", spec, 3, 33, 9, monkeypatch, clip=0.05)
     assert_close("losses", l_r, l_c, KERNEL_F32_FORWARD)
+    assert_close("grad norms", n_r, n_c, KERNEL_F32_BACKWARD)
     assert_close("params after 3 steps", p_r, p_c, KERNEL_F32_BACKWARD)
 
 

@@ -4,6 +4,7 @@ Arrays arrive validated (see :mod:`fastrnn.backends`). A classifier's training s
 predict are each one Numba call (``train_cpu.step_kernel``). Kernels compile on first use for each
 dtype (one layout each; cached on disk; see ``kernels/_numba_env.py`` for the Numba settings and
 the threading layer). Results are bitwise reproducible, run to run and for any number of threads.
+A step whose loss or gradient norm is not finite leaves params, m and v untouched.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ class _CpuClassifier:
             self._steps[key] = st
         return st
 
-    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
-        return self._step(x).train_step(params, m, v, step, x, labels, lr, beta1, beta2, eps)
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
+        # the norm, the finiteness check and the clipping happen inside the one fused call
+        return self._step(x).train_step(params, m, v, step, x, labels, lr, beta1, beta2, eps,
+                                        clip_norm)
 
     def evaluate(self, params, x, labels):
         return self._step(x).evaluate(params, x, labels)

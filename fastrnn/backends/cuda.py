@@ -3,11 +3,14 @@
 float32 only (float64 raises ``TypeError``). The classifier's training step is one fixed sequence of
 launches on flat buffers laid out by :mod:`fastrnn.params`: per layer one forward launch, the dense
 + cross-entropy rows and the dense-gradient reduction, per layer one BPTT launch and two weight-
-gradient launches (partial sums, their reduction), one Adam launch over the flat buffer. When every
+gradient launches (partial sums, their reduction), then the global gradient norm (partial sums of
+squares in double, one launch) and one Adam launch over the flat buffer that adds those partials,
+clips, and writes nothing at all when the norm or the loss is not finite. When every
 layer runs on the one-launch fast path (hidden and input sizes <= 32, no GEMM through cuBLAS) the
 sequence is captured once in a CUDA graph and replayed: the batch is copied into fixed buffers,
-Adam's step scalars go through a pinned host buffer that a captured copy reads at replay time, and
-loss and accuracy come back through another pinned buffer (one synchronisation per step). Set
+Adam's step scalars and ``clip_norm`` go through a pinned host buffer that a captured copy reads at
+replay time (a new ``clip_norm`` needs no new capture), and loss, accuracy and the gradient norm
+come back through another pinned buffer (one synchronisation per step). Set
 ``FASTRNN_CUDA_GRAPH=0`` to launch eagerly; a failed capture falls back to eager launches too.
 
 ``predict`` and ``evaluate`` launch eagerly but do their per-call Python work once: the parameter
@@ -45,6 +48,7 @@ class _Buffers:
     def __init__(self, spec: ModelSpec, B: int, T: int):
         cp = _cp()
         f32 = cp.float32
+        kl = _kernels().L
         H, C, Lk = spec.hidden_size, spec.num_classes, spec.num_layers
         self.B, self.T = B, T
         self.x = cp.empty((B, T, spec.input_size), dtype=f32)  # graph input copies
@@ -59,17 +63,19 @@ class _Buffers:
         self.dlogits = cp.empty((B, C), dtype=f32)
         self.row_loss = cp.empty(B, dtype=f32)
         self.row_correct = cp.empty(B, dtype=f32)
-        self.out2 = cp.empty(2, dtype=f32)
+        # the step's results: (mean loss, correct rows, global gradient norm)
+        self.stats = cp.empty(3, dtype=f32)
+        self.loss, self.norm = self.stats[0:1], self.stats[2:3]  # views, for adam_update
         self.grad = cp.empty(spec.size, dtype=f32)
+        self.norm_part = cp.empty(kl.norm_part_size(spec.size), dtype=cp.float64)
         # weight-gradient partial sums (H <= 32 path), sized for the widest layer input
-        kl = _kernels().L
         self.wg_part = cp.empty(max(kl.wgrad_part_size(B, T, i, H)
                                     for i in {spec.input_size, H}), dtype=f32)
-        self.hyper = cp.empty(8, dtype=f32)
-        self._pin_hyper = cp.cuda.alloc_pinned_memory(8 * 4)
-        self.pin_hyper = np.frombuffer(self._pin_hyper, np.float32, 8)
-        self._pin_out = cp.cuda.alloc_pinned_memory(2 * 4)
-        self.pin_out = np.frombuffer(self._pin_out, np.float32, 2)
+        self.hyper = cp.empty(kl.ADAM_HYPER_SIZE, dtype=f32)
+        self._pin_hyper = cp.cuda.alloc_pinned_memory(self.hyper.nbytes)
+        self.pin_hyper = np.frombuffer(self._pin_hyper, np.float32, kl.ADAM_HYPER_SIZE)
+        self._pin_out = cp.cuda.alloc_pinned_memory(self.stats.nbytes)
+        self.pin_out = np.frombuffer(self._pin_out, np.float32, 3)
         self.graph = None
         self.graph_key = None
         self.eager_steps = 0
@@ -156,7 +162,7 @@ class _CudaClassifier:
         k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], labels, None, bf.row_loss,
                           bf.row_correct, bf.dlogits, bf.dh_top)
         k.dense_reduce_into(bf.dlogits, h_top, bf.row_loss, bf.row_correct, gv["w_out"],
-                            gv["b_out"], bf.out2, C)
+                            gv["b_out"], bf.stats, C)
         lys = layers(params, spec)
         dy = None
         for i in reversed(range(spec.num_layers)):
@@ -167,12 +173,14 @@ class _CudaClassifier:
                             w_ih, w_hh, bf.ys[i], None, False, bf.dz, dx, bf.dh0,
                             gv[f"w_ih_l{i}"], gv[f"w_hh_l{i}"], gv[f"b_l{i}"], bf.wg_part)
             dy = dx
-        cp.cuda.runtime.memcpyAsync(bf.hyper.data.ptr, bf._pin_hyper.ptr, 8 * 4, _H2D, stream_ptr)
-        k.adam_into(params, bf.grad, m, v, bf.hyper)
-        cp.cuda.runtime.memcpyAsync(bf._pin_out.ptr, bf.out2.data.ptr, 2 * 4, _D2H, stream_ptr)
+        cp.cuda.runtime.memcpyAsync(bf.hyper.data.ptr, bf._pin_hyper.ptr, bf.hyper.nbytes, _H2D,
+                                    stream_ptr)
+        k.adam_into(params, bf.grad, m, v, bf.hyper, bf.norm_part, bf.loss, bf.norm)
+        cp.cuda.runtime.memcpyAsync(bf._pin_out.ptr, bf.stats.data.ptr, bf.stats.nbytes, _D2H,
+                                    stream_ptr)
 
     # -- contract -------------------------------------------------------------------------------
-    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
         cp = _cp()
         from fastrnn.kernels import cuda_launch
 
@@ -181,14 +189,14 @@ class _CudaClassifier:
         bf = self._buffers(B, T)
         if labels.dtype != cp.int64:
             labels = labels.astype(cp.int64)
-        bf.pin_hyper[:] = cuda_launch.adam_hyper(step, lr, beta1, beta2, eps)
+        bf.pin_hyper[:] = cuda_launch.adam_hyper(step, lr, beta1, beta2, eps, clip_norm)
 
         key = (params.data.ptr, m.data.ptr, v.data.ptr)
         # The first step runs eagerly (compiles and loads every kernel), later ones replay.
         if self.graphable and bf.eager_steps > 0:
             try:
                 self._replay(params, m, v, x, labels, bf, key)
-                return float(bf.pin_out[0]), float(bf.pin_out[1]) / B
+                return self._results(bf)
             except Exception:  # capture unsupported here: keep launching eagerly
                 self.graphable = False
                 bf.graph = None
@@ -196,7 +204,13 @@ class _CudaClassifier:
         self._enqueue_step(params, m, v, x, labels, bf, stream.ptr)
         stream.synchronize()
         bf.eager_steps += 1
-        return float(bf.pin_out[0]), float(bf.pin_out[1]) / B
+        return self._results(bf)
+
+    @staticmethod
+    def _results(bf: _Buffers):
+        """``(loss, acc, grad_norm)`` from the pinned readback of the step just synchronised."""
+        out = bf.pin_out
+        return float(out[0]), float(out[1]) / bf.B, float(out[2])
 
     def _replay(self, params, m, v, x, labels, bf: _Buffers, key):
         cp = _cp()
@@ -230,9 +244,9 @@ class _CudaClassifier:
         labels = labels.astype(cp.int64, copy=False)
         k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], labels, None, bf.row_loss,
                           bf.row_correct, None, None)
-        k.dense_reduce_into(None, h_top, bf.row_loss, bf.row_correct, None, None, bf.out2,
+        k.dense_reduce_into(None, h_top, bf.row_loss, bf.row_correct, None, None, bf.stats,
                             self.spec.num_classes)
-        out = bf.out2.get()
+        out = bf.stats[:2].get()
         return float(out[0]), float(out[1]) / B
 
     def predict(self, params, x):

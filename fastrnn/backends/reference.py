@@ -16,13 +16,20 @@ class _ReferenceClassifier:
         v = views(params, self.spec)
         return layers(params, self.spec), v["w_out"], v["b_out"]
 
-    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps):
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
         lys, w_out, b_out = self._unpack(params)
-        loss, acc, layer_grads, dense_grads = ref.classifier_grads(x, labels, lys, w_out, b_out)
-        grad = np.concatenate([g.ravel() for lg in layer_grads for g in lg]
-                              + [g.ravel() for g in dense_grads])
-        ref.adam_update(params, grad.astype(params.dtype), m, v, step, lr, beta1, beta2, eps)
-        return float(loss), acc
+        # NaN or inf in the batch or the weights is reported through loss and norm, not warned
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, acc, layer_grads, dense_grads = ref.classifier_grads(x, labels, lys, w_out,
+                                                                       b_out)
+            grads = [g for lg in layer_grads for g in lg] + list(dense_grads)  # params' order
+            clipped, norm = ref.clip_by_global_norm(grads, clip_norm)
+            # judged and reported in the parameters' dtype (the loss already is), as the kernels
+            norm = float(params.dtype.type(norm))
+        if np.isfinite(loss) and np.isfinite(norm):
+            grad = np.concatenate([g.ravel() for g in clipped])
+            ref.adam_update(params, grad.astype(params.dtype), m, v, step, lr, beta1, beta2, eps)
+        return float(loss), acc, norm
 
     def evaluate(self, params, x, labels):
         loss, acc, _ = ref.softmax_xent(self.predict(params, x), labels)

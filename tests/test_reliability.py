@@ -1,0 +1,265 @@
+"""Reliability of training: a step that meets NaN or inf changes nothing, clipping by global norm
+matches the reference, and training is deterministic (what holds bitwise, and what tolerance holds
+where it does not).
+
+Every training test runs on every backend of :class:`RNNClassifier`: the reference, the CPU kernels,
+and the CUDA kernels (GPU only, skipped elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import reference as ref
+from tests.tolerances import (
+    CPU_GPU_100_STEPS_F32,
+    KERNEL_F64,
+    REF_100_STEPS_F32,
+    STEPS_LOSS_F32,
+    STEPS_LOSS_F64,
+    STEPS_PARAMS_F32,
+    STEPS_PARAMS_F64,
+    assert_close,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+#: the three ways to run a classifier: (device, backend) of RNNClassifier
+RUNNERS = ["reference", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+#: (runner, dtype) pairs: the CUDA backend computes in float32 only
+RUNNER_DTYPES = [(r, d) for r in ("reference", "cpu") for d in ("float32", "float64")] + [
+    pytest.param("cuda", "float32", marks=pytest.mark.gpu)]
+
+
+def make(runner: str, **kw) -> fastrnn.RNNClassifier:
+    kw = {"input_size": 5, "hidden_size": 7, "num_layers": 2, "num_classes": 3, "seed": 0} | kw
+    if runner == "reference":
+        return fastrnn.RNNClassifier(device="cpu", backend="reference", **kw)
+    return fastrnn.RNNClassifier(device=runner, **kw)
+
+
+def host(a) -> np.ndarray:
+    """A NumPy copy of a NumPy or CuPy array."""
+    return a.get() if hasattr(a, "get") else np.array(a)
+
+
+def batch(B=16, T=6, I=5, C=3, seed=0, dtype="float32"):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((B, T, I)).astype(dtype), rng.integers(0, C, B)
+
+
+# ---- 1. a non-finite step changes nothing -----------------------------------------------------
+
+def _nan_in_x(model, x):
+    x = x.copy()
+    x[3, 2, 1] = np.nan
+    return x
+
+
+def _inf_in_x(model, x):
+    x = x.copy()
+    x[5, 0, 4] = np.inf
+    return x
+
+
+def _overflowing_logits(model, x):
+    """An exploding model: saturated states (h ~ 1) into a dense layer of weights near the dtype's
+    largest value: the logits overflow to inf, and inf - inf makes the loss NaN."""
+    w = model.weights()
+    big = np.finfo(model.spec.dtype).max / 4
+    w["b_l1"][...] = 20.0
+    w["w_out"][...] = big
+    return x
+
+
+# (spoil, what the message must say). The inf case: on the CPU an inf input saturates tanh
+# (h = +-1, finite, so the loss stays finite) and only its weight gradient, dz * x = 0 * inf, is
+# NaN; the CUDA kernels' tiled products also multiply the inf by zeros, so their loss is NaN too.
+NONFINITE = [
+    pytest.param(_nan_in_x, r"the loss is nan and the gradient norm is nan", id="nan-in-x"),
+    pytest.param(_inf_in_x, r"(the loss is nan and )?the gradient norm is (nan|inf);",
+                 id="inf-in-x"),
+    pytest.param(_overflowing_logits, r"the loss is nan", id="overflowing-logits"),
+]
+
+
+@pytest.mark.parametrize("spoil, what", NONFINITE)
+@pytest.mark.parametrize("runner, dtype", RUNNER_DTYPES)
+def test_a_nonfinite_step_raises_and_changes_nothing(tmp_path, runner, spoil, what, dtype):
+    model = make(runner, dtype=dtype, clip_norm=1.0)
+    x, y = batch(dtype=dtype)
+    model.train_step(x, y)  # Adam's moments and step are non-trivial before the bad step
+    norm_before = model.last_grad_norm
+    saved = {n: host(w).copy() for n, w in model.weights().items()}
+    x_bad = spoil(model, x)
+    model.save(tmp_path / "before.npz")
+    arrays = [host(a) for a in (model.params, model.m, model.v)]
+
+    with pytest.raises(FloatingPointError, match=rf"^train_step 2: {what}") as e:
+        model.train_step(x_bad, y)
+    print(e.value)
+    assert "parameters and optimizer state unchanged" in str(e.value)
+    assert model.step == 1 and model.last_grad_norm == norm_before
+    model.save(tmp_path / "after.npz")
+    assert (tmp_path / "after.npz").read_bytes() == (tmp_path / "before.npz").read_bytes()
+    for name, a, b in zip(("params", "m", "v"), arrays, (model.params, model.m, model.v)):
+        assert np.array_equal(a, host(b)), f"{name} changed"  # bitwise: no NaN in either
+
+    for name, w in model.weights().items():  # undo the spoiling; then a good step works
+        w[...] = model.xp.asarray(saved[name])
+    loss, acc = model.train_step(x, y)
+    assert math.isfinite(loss) and model.step == 2 and math.isfinite(model.last_grad_norm)
+
+
+# ---- 2. clipping by global norm ---------------------------------------------------------------
+
+def test_clip_by_global_norm_is_the_math():
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    norm_r = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads))
+    clipped, norm = ref.clip_by_global_norm(grads, 0.5)
+    assert norm == pytest.approx(norm_r, rel=1e-15) and norm > 0.5
+    assert np.sqrt(sum(np.sum(g * g) for g in clipped)) == pytest.approx(0.5, rel=1e-15)
+    for g, c in zip(grads, clipped):  # one common scale: directions kept
+        np.testing.assert_allclose(c, g * (0.5 / norm), rtol=1e-15)
+    same, _ = ref.clip_by_global_norm(grads, 2 * norm)  # under the threshold: scale exactly 1
+    assert all(np.array_equal(g, s) for g, s in zip(grads, same))
+    off, norm_off = ref.clip_by_global_norm(grads, 0.0)
+    assert norm_off == norm and all(g is o for g, o in zip(grads, off))
+    f32 = [np.full(4, 3e38, np.float32)]  # finite float32 gradients: the float64 sum does not
+    assert ref.clip_by_global_norm(f32, 0.0)[1] == pytest.approx(6e38)  # overflow
+
+
+def _run_steps(runner, dtype, steps, clip_norm, lr=1e-2):
+    model = make(runner, dtype=dtype, clip_norm=clip_norm, lr=lr)
+    x, y = batch(dtype=dtype)
+    out = []
+    for s in range(steps):
+        loss, _ = model.train_step(x[:, : 3 + s % 4], y)  # varying T, one batch size
+        out.append((loss, model.last_grad_norm))
+    return out, host(model.params), host(model.m)
+
+
+@pytest.mark.parametrize("runner, dtype", [
+    ("cpu", "float64"), ("cpu", "float32"), pytest.param("cuda", "float32", marks=pytest.mark.gpu)])
+def test_clipped_steps_match_the_reference(runner, dtype):
+    """5 steps with a clip_norm well under the gradient norm: losses and gradient norms step by
+    step, and the parameters after, against the reference backend (measured on an H200 for
+    cuda: parameters 3e-8, m 2e-7)."""
+    clip = 0.02
+    got, p, m = _run_steps(runner, dtype, 5, clip)
+    want, p_r, m_r = _run_steps("reference", dtype, 5, clip)
+    tol = STEPS_LOSS_F64 if dtype == "float64" else STEPS_LOSS_F32
+    tol_p = STEPS_PARAMS_F64 if dtype == "float64" else STEPS_PARAMS_F32
+    for s, ((loss, norm), (loss_r, norm_r)) in enumerate(zip(got, want)):
+        print(f"step {s + 1}: loss {loss:.6f} / {loss_r:.6f}, grad norm {norm:.6g} / {norm_r:.6g}")
+        assert norm_r > 2 * clip, "clipping should bite at every step"
+        assert abs(loss - loss_r) <= tol * abs(loss_r), f"step {s + 1}: loss"
+        # |‖a‖ - ‖b‖| <= ‖a - b‖: the norm is as close as the gradients; step 1's gradients
+        # are the kernels' against the reference's from the same parameters
+        assert abs(norm - norm_r) <= (KERNEL_F64 if s == 0 and dtype == "float64" else tol_p) \
+            * norm_r, f"step {s + 1}: grad norm"
+    assert_close("params after 5 clipped steps", p_r, p, tol_p)
+    # Adam's first moment is a sum of the clipped gradients: it sees the clipping that Adam's
+    # normalised update mostly hides (unclipped, m is ~40x larger here)
+    assert_close("Adam's m after 5 clipped steps", m_r, m, tol_p)
+    assert np.linalg.norm(m_r) < clip
+    assert np.linalg.norm(_run_steps("reference", dtype, 5, None)[2]) > 10 * clip
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_clip_norm_above_the_norm_changes_no_bit(runner):
+    """The scale is clip / max(norm, clip) = exactly 1: same bits as no clipping."""
+    off = _run_steps(runner, "float32", 3, None)
+    on = _run_steps(runner, "float32", 3, 1e6)
+    assert off[0] == on[0] and np.array_equal(off[1], on[1]) and np.array_equal(off[2], on[2])
+
+
+# ---- 3. determinism ---------------------------------------------------------------------------
+
+def train_100(runner: str = "cpu", dtype: str = "float32") -> np.ndarray:
+    """Parameters, then Adam's m and v, after 100 steps from seed 0 over four fixed batches."""
+    model = make(runner, dtype=dtype)
+    batches = [batch(seed=s, dtype=dtype) for s in range(4)]
+    for s in range(100):
+        model.train_step(*batches[s % 4])
+    return np.concatenate([host(model.params), host(model.m), host(model.v)])
+
+
+def _train_100_in_a_process(out: Path, threads: int) -> np.ndarray:
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+    code = ("import sys, numpy as np; from tests.test_reliability import train_100; "
+            "np.save(sys.argv[1], train_100('cpu'))")
+    subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env, check=True,
+                   timeout=300)
+    return np.load(out)
+
+
+@pytest.fixture(scope="module")
+def cpu_runs(tmp_path_factory):
+    """Three separate processes: 2 threads, 2 threads again, 1 thread."""
+    d = tmp_path_factory.mktemp("runs")
+    return [_train_100_in_a_process(d / f"{i}.npy", t) for i, t in enumerate((2, 2, 1))]
+
+
+def test_cpu_is_bitwise_reproducible_across_processes(cpu_runs):
+    assert np.isfinite(cpu_runs[0]).all()
+    assert cpu_runs[0].tobytes() == cpu_runs[1].tobytes()
+
+
+def test_cpu_is_bitwise_identical_on_one_and_two_threads(cpu_runs):
+    assert cpu_runs[0].tobytes() == cpu_runs[2].tobytes()
+
+
+def test_cpu_after_100_steps_is_close_to_the_reference(cpu_runs):
+    """Not bitwise (other summation order, float32 rational tanh): within REF_100_STEPS_F32."""
+    P = make("cpu").spec.size
+    want = train_100("reference")
+    assert_close("params after 100 steps (cpu vs reference, float32)", want[:P], cpu_runs[0][:P],
+                 REF_100_STEPS_F32)
+
+
+@pytest.mark.gpu
+def test_gpu_after_100_steps_is_close_to_the_cpu(cpu_runs):
+    """Not bitwise (other summation orders and tanh): within CPU_GPU_100_STEPS_F32; the GPU run is
+    bitwise reproducible in itself."""
+    P = make("cpu").spec.size
+    gpu = train_100("cuda")
+    assert_close("params after 100 steps (cuda vs cpu, float32)", cpu_runs[0][:P], gpu[:P],
+                 CPU_GPU_100_STEPS_F32)
+    assert gpu.tobytes() == train_100("cuda").tobytes()
+
+
+# ---- clip_norm as a model setting -------------------------------------------------------------
+
+@pytest.mark.parametrize("value, exc", [(-1.0, ValueError), (float("nan"), ValueError),
+                                        (float("inf"), ValueError), ("1", TypeError),
+                                        (True, TypeError)])
+def test_clip_norm_is_validated(value, exc):
+    with pytest.raises(exc, match=r"^clip_norm: expected None, 0 or a finite float > 0, got"):
+        make("reference", clip_norm=value)
+
+
+@pytest.mark.parametrize("value, kept", [(None, None), (0, None), (0.5, 0.5)])
+def test_clip_norm_is_saved_and_loaded(tmp_path, value, kept):
+    make("reference", clip_norm=value).save(tmp_path / "m.npz")
+    assert fastrnn.RNNClassifier.load(tmp_path / "m.npz").clip_norm == kept
+
+
+def test_a_file_from_before_clip_norm_loads_without_clipping(tmp_path):
+    model = make("reference", clip_norm=0.5)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        old = {k: f[k] for k in f.files if k != "clip_norm"}
+    np.savez(tmp_path / "old.npz", **old)
+    loaded = fastrnn.RNNClassifier.load(tmp_path / "old.npz")
+    assert loaded.clip_norm is None and np.array_equal(loaded.params, model.params)
