@@ -32,8 +32,8 @@ by ``--max-steps`` in the middle of an epoch writes no checkpoint for that parti
 from __future__ import annotations
 
 import argparse
-import math
 import importlib
+import math
 import os
 import sys
 import time
