@@ -8,7 +8,7 @@
 # through .git/info/exclude), then run(command="bash bench/gpu_check.sh", carry=[".devdata"]).
 # Output also goes to $OUT/gpu_check.log (and the table to $OUT/bench_table.txt) when $OUT is set.
 # Each section runs under its own time limit and a failing section does not stop the next one.
-# The limits sum to ~210 s (GPU_CHECK_PROFILE_S=0 skips the per-kernel profile, -22 s); change
+# The limits sum to ~240 s (GPU_CHECK_PROFILE_S=0 skips the per-kernel profile, -22 s); change
 # them with GPU_CHECK_TESTS_S / _SELFCHECK_S / _EXAMPLE_S / _PROFILE_S / _BENCH_S.
 set -u
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ echo "+ nvidia-smi"
 timeout 5 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 
 echo "+ python bench/bench_gpu.py --pytest  (pytest -m gpu tests/)"
-timeout ${GPU_CHECK_TESTS_S:-72} python bench/bench_gpu.py --pytest -p no:cacheprovider \
+timeout ${GPU_CHECK_TESTS_S:-100} python bench/bench_gpu.py --pytest -p no:cacheprovider \
     -o junit_family=xunit2 ${OUT:+--junitxml="$OUT/gpu_tests.xml"}
 echo "+ pytest exit code: $?"
 

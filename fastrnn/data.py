@@ -80,6 +80,11 @@ def _cache_dir() -> Path:
     return Path(pooch.os_cache("fastrnn"))
 
 
+def _find(name: str, dirs) -> Path | None:
+    """The first of ``d/name`` or ``d/name.gz`` that exists, over ``dirs`` in order."""
+    return next((p for d in dirs for p in (d / name, d / f"{name}.gz") if p.is_file()), None)
+
+
 def fetch(fname: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Download one gzipped MNIST file into the cache folder, trying :data:`MIRRORS` in order.
 
@@ -198,13 +203,11 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None,
         if not Path(d).is_dir():
             raise ValueError(f"{what} must be an existing directory, got {os.fspath(d)!r}")
         dirs.append(Path(d))
-    cache = _cache_dir()
     arrays = []  # smallest file first, so a damaged one fails fast
     for prefix, count in (("t10k", 10000), ("train", _N_TRAIN)):
         for name, images in ((f"{prefix}-labels-idx1-ubyte", False),
                              (f"{prefix}-images-idx3-ubyte", True)):
-            found = (p for d in (*dirs, cache) for p in (d / name, d / f"{name}.gz") if p.is_file())
-            path = next(found, None) or fetch(f"{name}.gz", cache)
+            path = _find(name, dirs) or _find(name, [_cache_dir()]) or fetch(f"{name}.gz")
             arrays.append(_read_idx(path, count, images))
     y_test, x_test, y, x = arrays
     v = int(validation_size)
