@@ -46,12 +46,21 @@ def flops(shape: Shape, layers: int, train: bool) -> int:
     return total
 
 
+def _threading_layer() -> str:
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run in this process yet
+        return os.environ.get("NUMBA_THREADING_LAYER", "(not started)")
+
+
 def versions() -> dict:
     import numba
 
     info = {"numpy": np.__version__, "numba": numba.__version__,
             "numba_threads": numba.get_num_threads(),
-            "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER", "(fastrnn default)"),
+            "numba_threading_layer": _threading_layer(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
     try:
