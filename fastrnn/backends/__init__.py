@@ -27,7 +27,19 @@ validated (dtype float32 or float64 throughout, C-contiguous in the layout given
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
+
+
+@dataclass
+class Backend:
+    """One backend: a name and its three entry points (signatures in the module docstring)."""
+
+    name: str
+    rnn_forward: Callable
+    rnn_backward: Callable
+    classifier: Callable  # ModelSpec -> object with train_step / evaluate / predict
 
 #: device name -> module defining ``BACKEND``
 _MODULES = {

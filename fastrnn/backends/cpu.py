@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 # Imported here, not in fastrnn/__init__: loading this module is what pulls in Numba.
+from fastrnn.backends import Backend
 from fastrnn.kernels import rnn_cpu, train_cpu
 from fastrnn.params import ModelSpec
 
@@ -54,23 +55,4 @@ class _CpuClassifier:
         return self._step(x).predict(params, x)
 
 
-class CpuBackend:
-    """Numba kernels on NumPy arrays."""
-
-    name = "cpu"
-    xp = np
-
-    @staticmethod
-    def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
-        return rnn_cpu.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
-
-    @staticmethod
-    def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
-        return rnn_cpu.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
-
-    @staticmethod
-    def classifier(spec: ModelSpec):
-        return _CpuClassifier(spec)
-
-
-BACKEND = CpuBackend()
+BACKEND = Backend("cpu", rnn_cpu.rnn_forward, rnn_cpu.rnn_backward, _CpuClassifier)

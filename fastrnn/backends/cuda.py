@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from fastrnn.backends import Backend
 from fastrnn.params import ModelSpec, layers, views
 
 _H2D, _D2H, _D2D = 1, 2, 3  # cudaMemcpyKind
@@ -267,26 +268,13 @@ def _check(**arrays):
             raise TypeError(f"{name}: the cuda backend computes in float32, got {a.dtype}")
 
 
-class CudaBackend:
-    """Raw CUDA kernels on CuPy arrays (float32)."""
-
-    name = "cuda"
-
-    @property
-    def xp(self):
-        return _cp()
-
-    @staticmethod
-    def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
-        return _kernels().rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
-
-    @staticmethod
-    def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
-        return _kernels().rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
-
-    @staticmethod
-    def classifier(spec: ModelSpec):
-        return _CudaClassifier(spec)
+def _rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+    return _kernels().rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
 
 
-BACKEND = CudaBackend()
+def _rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+    return _kernels().rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+
+
+#: raw CUDA kernels on CuPy arrays (float32); CuPy is imported on first use
+BACKEND = Backend("cuda", _rnn_forward, _rnn_backward, _CudaClassifier)

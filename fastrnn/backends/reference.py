@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastrnn import reference as ref
+from fastrnn.backends import Backend
 from fastrnn.params import ModelSpec, layers, views
 
 
@@ -40,23 +41,4 @@ class _ReferenceClassifier:
         return ref.classifier_forward(x, lys, w_out, b_out)[0]
 
 
-class ReferenceBackend:
-    """The reference on NumPy arrays."""
-
-    name = "reference"
-    xp = np
-
-    @staticmethod
-    def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
-        return ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
-
-    @staticmethod
-    def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
-        return ref.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
-
-    @staticmethod
-    def classifier(spec: ModelSpec):
-        return _ReferenceClassifier(spec)
-
-
-BACKEND = ReferenceBackend()
+BACKEND = Backend("reference", ref.rnn_forward, ref.rnn_backward, _ReferenceClassifier)
