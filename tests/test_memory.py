@@ -1,4 +1,4 @@
-"""Steady memory: after warm-up, a CPU training step allocates no new arrays.
+"""Steady memory: after warm-up, a training step allocates no new arrays (CPU; CUDA on a GPU).
 
 The CPU backend allocates its workspaces once per (batch, steps) and reuses them (see
 ``kernels/train_cpu.py``); the Python glue around the kernel must not allocate per step either.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 import fastrnn
 
@@ -59,3 +60,27 @@ def test_a_training_step_allocates_no_arrays_after_warm_up():
     assert current_1000 - current_100 <= SLACK, f"memory grows over steps:\n{where}"
     assert peak_steady <= peak_warm + SLACK, f"peak grows over steps:\n{where}"
     assert worst_step <= SLACK, f"a step allocates {worst_step} B transiently"
+
+
+@pytest.mark.gpu
+def test_a_cuda_training_step_allocates_nothing_after_warm_up():
+    """The CUDA step reuses its buffers and its captured graph: over 1,000 steps CuPy's memory
+    pool neither grows (used or held bytes) nor sees a new allocation."""
+    import cupy
+
+    rng = np.random.default_rng(0)
+    x = cupy.asarray(rng.standard_normal((B, T, I)).astype(np.float32))
+    labels = cupy.asarray(rng.integers(0, 10, B))
+    model = fastrnn.RNNClassifier(I, H, 2, 10, device="cuda", lr=1e-3, seed=0)
+    pool = cupy.get_default_memory_pool()
+    for _ in range(100):  # eager first step, graph capture, then replays
+        model.train_step(x, labels)
+    cupy.cuda.Device().synchronize()
+    used_100, held_100 = pool.used_bytes(), pool.total_bytes()
+    for _ in range(900):
+        model.train_step(x, labels)
+    cupy.cuda.Device().synchronize()
+    print(f"pool after 100 steps: used {used_100} B, held {held_100} B; after 1000: used "
+          f"{pool.used_bytes()} B, held {pool.total_bytes()} B")
+    assert pool.used_bytes() <= used_100, "a CUDA training step keeps new device memory"
+    assert pool.total_bytes() <= held_100, "the pool grew: a CUDA training step allocates"
