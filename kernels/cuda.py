@@ -91,6 +91,13 @@ def _check_f32(lengths=None, **arrays):
 # one RNN layer
 
 
+def _layer_dims(x, H: int, time_major: bool):
+    """``B, T, I`` of ``x`` and the element strides ``(per sequence, per step)`` of ``x`` and of
+    an output ``[.., H]`` in the same layout."""
+    T, B, I = x.shape if time_major else (x.shape[1], x.shape[0], x.shape[2])
+    return B, T, I, L.seq_strides(B, T, I, time_major), L.seq_strides(B, T, H, time_major)
+
+
 def forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n):
     """Forward of one layer into ``y`` (layout of ``x``, last axis H) and ``h_n [B,H]``.
 
@@ -98,13 +105,8 @@ def forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n):
     ``h0`` and ``lengths`` may be None. All arrays C-contiguous float32 (lengths int32).
     """
     cp = _cupy()
-    if time_major:
-        T, B, I = x.shape
-    else:
-        B, T, I = x.shape
     H = w_hh.shape[0]
-    sx_b, sx_t = L.seq_strides(B, T, I, time_major)
-    sy_b, sy_t = L.seq_strides(B, T, H, time_major)
+    B, T, I, (sx_b, sx_t), (sy_b, sy_t) = _layer_dims(x, H, time_major)
     if L.use_warp_path(H) and I <= L.WARP_MAX_I:
         _launch("rnn_forward.cu", "rnn_fwd_warp", L.fwd_warp_launch(B),
                 (x, w_ih, w_hh, b, _p(h0), _p(lengths), y, h_n, _i32(B), _i32(T), _i32(I),
@@ -127,15 +129,10 @@ def weight_grads_into(dz, x, y, h0, time_major, dw_ih, dw_hh, db, part=None):
     """``rnn_wgrad_partial`` then ``rnn_wgrad_reduce``: ``dw_ih``, ``dw_hh``, ``db`` from ``dz``
     (layout of ``y``), ``x`` and ``y``; ``h0`` may be None. ``part``: float32 scratch of at least
     ``cuda_launch.wgrad_part_size(B, T, I, H)`` elements (allocated here when None)."""
-    if time_major:
-        T, B, I = x.shape
-    else:
-        B, T, I = x.shape
     H = dz.shape[-1]
+    B, T, I, (sx_b, sx_t), (sy_b, sy_t) = _layer_dims(x, H, time_major)
     if part is None:
         part = _cupy().empty(L.wgrad_part_size(B, T, I, H), dtype=np.float32)
-    sx_b, sx_t = L.seq_strides(B, T, I, time_major)
-    sy_b, sy_t = L.seq_strides(B, T, H, time_major)
     rpb, chunk = L.wgrad_plan(B, T, I, H)
     _launch("rnn_backward.cu", "rnn_wgrad_partial", L.wgrad_partial_launch(B, T, I, H),
             (dz, x, y, _p(h0), part, _i32(B), _i32(T), _i32(I), _i32(H), _i32(sx_b),
@@ -154,13 +151,8 @@ def backward_into(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
     preallocated one when capturing a CUDA graph.
     """
     cp = _cupy()
-    if time_major:
-        T, B, I = x.shape
-    else:
-        B, T, I = x.shape
     H = w_hh.shape[0]
-    sx_b, sx_t = L.seq_strides(B, T, I, time_major)
-    sy_b, sy_t = L.seq_strides(B, T, H, time_major)
+    B, T, I, (sx_b, sx_t), (sy_b, sy_t) = _layer_dims(x, H, time_major)
     if L.use_warp_path(H):
         fused_dx = dx is not None and I <= L.WARP_MAX_I
         _launch("rnn_backward.cu", "rnn_bwd_warp", L.bwd_warp_launch(B),
