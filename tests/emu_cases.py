@@ -124,17 +124,23 @@ def check_backward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=No
         assert_close(name, want[name], got[name], KERNEL_F32_BACKWARD)
 
 
-def check_classifier(B, C, H, order="forward", seed=0):
-    """``dense_xent_rows`` then ``dense_grads_reduce`` against the reference's dense layer and
-    softmax cross-entropy; also the inference call (no labels: logits only)."""
+def dense_case(B, C, H):
+    """Random ``h [B,H]``, ``w [C,H]``, ``bo [C]``, ``labels [B]`` (float64; seeded by the sizes)
+    and the reference's ``logits, loss, acc, dlogits, dh, dw_out, db_out`` for them."""
     rng = np.random.default_rng(B + C + H)
     h = rng.standard_normal((B, H))
     w = rng.standard_normal((C, H)) / np.sqrt(H)
     bo = rng.standard_normal(C) * 0.1
     labels = rng.integers(0, C, B)
-    logits_r = ref.dense_forward(h, w, bo)
-    loss_r, acc_r, dlog_r = ref.softmax_xent(logits_r, labels)
-    dh_r, dw_r, db_r = ref.dense_backward(dlog_r, h, w)
+    logits = ref.dense_forward(h, w, bo)
+    loss, acc, dlogits = ref.softmax_xent(logits, labels)
+    return (h, w, bo, labels), (logits, loss, acc, dlogits, *ref.dense_backward(dlogits, h, w))
+
+
+def check_classifier(B, C, H, order="forward", seed=0):
+    """``dense_xent_rows`` then ``dense_grads_reduce`` against the reference's dense layer and
+    softmax cross-entropy; also the inference call (no labels: logits only)."""
+    (h, w, bo, labels), (logits_r, loss_r, acc_r, dlog_r, dh_r, dw_r, db_r) = dense_case(B, C, H)
     mod = load(KERNELS / "classifier.cu")
     shape, run = L.rows_launch(B, C), {"order": order, "seed": seed}
     sizes = i32(B), i32(C), i32(H)

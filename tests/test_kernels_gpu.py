@@ -123,14 +123,8 @@ def test_layer_many_blocks_of_sequences(cp, kc):
 
 @pytest.mark.parametrize("B,C,H", [(1, 10, 31), (128, 10, 31), (3, 37, 5), (77, 100, 257)])
 def test_dense_xent(cp, kc, B, C, H):
-    rng = np.random.default_rng(B + C + H)
-    h = rng.standard_normal((B, H))
-    w = rng.standard_normal((C, H)) / np.sqrt(H)
-    bo = rng.standard_normal(C) * 0.1
-    labels = rng.integers(0, C, B)
-    logits_r = ref.dense_forward(h, w, bo)
-    loss_r, acc_r, dlog_r = ref.softmax_xent(logits_r, labels)
-    dh_r, dw_r, db_r = ref.dense_backward(dlog_r, h, w)
+    (h, w, bo, labels), (logits_r, loss_r, acc_r, dlog_r, dh_r, dw_r, db_r) = cases.dense_case(
+        B, C, H)
     loss, correct, logits, dlog, dh, dw, db = kc.dense_xent(_dev(cp, h), _dev(cp, w),
                                                             _dev(cp, bo), cp.asarray(labels))
     tag = f"B={B} C={C} H={H}"
