@@ -93,7 +93,8 @@ def _check_batch_size(spec: ModelSpec, xp, B: int, T: int, x_dtype) -> None:
     check.indexable("x", B * T * max(I, H + 32), "B*T*max(I, H padded)", sizes)
     HP = H + 32  # rows padded to the kernels' 32-lane blocks
     chunks = -(-B // 8)  # the CPU kernels' per-chunk gradient partials
-    elements = (L + 4) * B * T * HP + chunks * L * (max(I, H) + H + 1) * HP + B * T * I
+    # ys [L], dxy [3] and dz per element of [B,T,HP], one spare
+    elements = (L + 5) * B * T * HP + chunks * L * (max(I, H) + H + 1) * HP + B * T * I
     nbytes = elements * np.dtype(spec.dtype).itemsize + B * T * I * np.dtype(x_dtype).itemsize
     check.memory("x", nbytes, xp, f"{sizes} ({spec.dtype})")
 

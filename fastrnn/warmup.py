@@ -74,10 +74,12 @@ def numba_cache_counts() -> tuple[int, int]:
         if not name.startswith("fastrnn.kernels.") or module is None:
             continue
         for obj in vars(module).values():
-            stats = getattr(obj, "stats", None)
-            if stats is not None and hasattr(stats, "cache_misses"):
-                hits += sum(stats.cache_hits.values())
-                misses += sum(stats.cache_misses.values())
+            # a kernels._numba_env.ParallelKernel holds two dispatchers
+            for dispatcher in getattr(obj, "dispatchers", (obj,)):
+                stats = getattr(dispatcher, "stats", None)
+                if stats is not None and hasattr(stats, "cache_misses"):
+                    hits += sum(stats.cache_hits.values())
+                    misses += sum(stats.cache_misses.values())
     return hits, misses
 
 

@@ -22,28 +22,37 @@ entries (``cache=True``) do not record these switches, so they hold what this co
 
 Threading layer
 ---------------
-fastrnn runs inside PyTorch processes. Numba's default layer picks TBB, else OpenMP; the GNU OpenMP
-pool spins while idle and fought PyTorch's own pool for the 2 cores: a PyTorch step went from 7 ms
-to 95 ms in one process. ``workqueue`` (Numba's own pool, threads sleep when idle) avoided that at
-~5% cost on fastrnn's step, so it is the default here. Its price is launch latency: an empty
-``prange`` call costs 25-50 us under ``workqueue`` on a 2-vCPU VM (1-2 us with a spinning OpenMP
-pool), which is why a fastrnn training step has exactly one parallel region. It is process-wide
-and fixed when Numba first launches its threads, so it is only set if neither the user
-(``NUMBA_THREADING_LAYER``) nor an earlier parallel run chose one. Limits of ``workqueue``: do
-not call parallel kernels from several Python threads at once, nor nest them. The thread count
-is Numba's (all cores, or ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``); results do not
-depend on it (see ``rnn_cpu``).
+fastrnn asks Numba for OpenMP first (``THREADING_LAYER_PRIORITY`` = omp, tbb, workqueue) unless the
+user chose (``NUMBA_THREADING_LAYER``, ``NUMBA_THREADING_LAYER_PRIORITY``) or a parallel region
+already ran. Measured on the 2-vCPU machine of the README (``python -m fastrnn.kernels._numba_env``
+prints the first line): an empty ``prange`` call costs ~1.2 us under ``omp`` and 50-100 us under
+``workqueue``, whose threads sleep between calls; the showcase training step spends 0.25 ms in all,
+so the launch decides the speed. In one process with PyTorch (``bench/test_bench_torch_dropin.py``,
+threads tables) torch's own step was not slowed by a fastrnn step before it, with either layer
+(1.82 vs 1.86 ms; large shape 29.6 vs 29.8 ms), while fastrnn's was 1.5-2x faster under ``omp``.
+``omp`` is also thread-safe (kernels may be called from several Python threads at once; under
+``workqueue`` they must not be).
+
+GNU OpenMP is not fork-safe: Numba kills (SIGTERM) a process forked after a parallel region ran as
+soon as that child launches one. fastrnn's parallel kernels are :class:`ParallelKernel` objects: in
+such a child they run their serial twin (the same code with ``prange`` as ``range``, compiled and
+cached on first use there), so the child computes the same bits on one thread instead of dying.
+The thread count is Numba's (all cores, or ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``);
+results do not depend on it (see ``rnn_cpu``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import types
 
 import numba
 from numba.core import config
 from numba.core.compiler import Compiler
 
-THREADING_LAYER = "workqueue"
+#: Numba's three layers, in fastrnn's order of preference (see the module docstring)
+LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 _VECTORIZER = {"SLP_VECTORIZE": 1, "LOOP_VECTORIZE": 0}
 
@@ -63,16 +72,35 @@ class VectorizingCompiler(Compiler):
                 setattr(config, k, val)
 
 
-def _choose_threading_layer() -> None:
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        return
+def _layer_started() -> str | None:
     try:
-        numba.threading_layer()  # raises ValueError until Numba's threads are launched
-    except ValueError:
-        config.THREADING_LAYER = THREADING_LAYER
+        return numba.threading_layer()
+    except ValueError:  # Numba's threads are not launched yet
+        return None
+
+
+def _choose_threading_layer() -> None:
+    if ("NUMBA_THREADING_LAYER" in os.environ
+            or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ or _layer_started()):
+        return
+    config.THREADING_LAYER_PRIORITY = list(LAYER_PRIORITY)
 
 
 _choose_threading_layer()
+
+#: True in a process forked after GNU OpenMP ran a parallel region (Numba would kill it)
+_serial_only = False
+
+
+def _after_fork_in_child() -> None:
+    global _serial_only
+    if _layer_started() == "omp":
+        from numba.np.ufunc import omppool
+
+        _serial_only = _serial_only or omppool.openmp_vendor == "GNU"
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: keyword arguments of every fastrnn ``@njit``: on-disk cache, NumPy's error model (no
 #: zero-division check, so the tanh's division vectorises), FMA contraction only (no reassociation:
@@ -85,7 +113,28 @@ JIT_OPTIONS = {
 }
 
 
-if __name__ == "__main__":  # the micro-benchmark quoted above
+class ParallelKernel:
+    """``njit(parallel=True, **JIT_OPTIONS)(fn)``, plus its serial twin for forked children.
+
+    Called like the kernel. ``parallel`` and ``serial`` are the two Numba dispatchers; ``serial``
+    compiles ``fn``'s code again without ``parallel`` under the name ``<fn>_serial`` (so the two
+    have separate on-disk cache entries) and is used only where :data:`_serial_only` is set.
+    """
+
+    def __init__(self, fn):
+        self.parallel = numba.njit(parallel=True, **JIT_OPTIONS)(fn)
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                  fn.__defaults__, fn.__closure__)
+        twin.__qualname__ = fn.__qualname__ + "_serial"
+        self.serial = numba.njit(**JIT_OPTIONS)(twin)
+        self.dispatchers = (self.parallel, self.serial)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        return (self.serial if _serial_only else self.parallel)(*args)
+
+
+if __name__ == "__main__":  # the micro-benchmarks quoted above
     import time
 
     import numpy as np
@@ -115,5 +164,18 @@ if __name__ == "__main__":  # the micro-benchmark quoted above
         t0 = time.perf_counter()
         for _ in range(10000):
             f(w, h, out)
-        print(f"{name}: {(time.perf_counter() - t0) / 10:.2f} us per 1000x32 FMAs")
+        print(f"{name}: {(time.perf_counter() - t0) * 100:.2f} us per 1000x32 FMAs")
+
+    @numba.njit(parallel=True)
+    def _empty(a):
+        for i in numba.prange(a.shape[0]):
+            a[i] += 1
+
+    a = np.zeros(16)
+    _empty(a)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        _empty(a)
+    print(f"empty prange call, {numba.threading_layer()} layer, {numba.get_num_threads()} threads: "
+          f"{(time.perf_counter() - t0) / 2000 * 1e6:.1f} us")
 

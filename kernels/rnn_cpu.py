@@ -58,7 +58,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._numba_env import JIT_OPTIONS
+from ._numba_env import JIT_OPTIONS, ParallelKernel
 
 #: lanes per accumulator block; hidden and input widths are padded to a multiple of it
 BLOCK = 32
@@ -253,30 +253,29 @@ def _quad(i0, last):
 
 
 @njit(inline="always")
-def _dz8(g, dy, y, o, has_dy):
+def _dz8(g, dy, y, o):
     one = y.dtype.type(1)
-    return ((g[o] + dy[o] if has_dy else g[o]) * (one - y[o] * y[o]),
-            (g[o + 1] + dy[o + 1] if has_dy else g[o + 1]) * (one - y[o + 1] * y[o + 1]),
-            (g[o + 2] + dy[o + 2] if has_dy else g[o + 2]) * (one - y[o + 2] * y[o + 2]),
-            (g[o + 3] + dy[o + 3] if has_dy else g[o + 3]) * (one - y[o + 3] * y[o + 3]),
-            (g[o + 4] + dy[o + 4] if has_dy else g[o + 4]) * (one - y[o + 4] * y[o + 4]),
-            (g[o + 5] + dy[o + 5] if has_dy else g[o + 5]) * (one - y[o + 5] * y[o + 5]),
-            (g[o + 6] + dy[o + 6] if has_dy else g[o + 6]) * (one - y[o + 6] * y[o + 6]),
-            (g[o + 7] + dy[o + 7] if has_dy else g[o + 7]) * (one - y[o + 7] * y[o + 7]))
+    return ((g[o] + dy[o]) * (one - y[o] * y[o]),
+            (g[o + 1] + dy[o + 1]) * (one - y[o + 1] * y[o + 1]),
+            (g[o + 2] + dy[o + 2]) * (one - y[o + 2] * y[o + 2]),
+            (g[o + 3] + dy[o + 3]) * (one - y[o + 3] * y[o + 3]),
+            (g[o + 4] + dy[o + 4]) * (one - y[o + 4] * y[o + 4]),
+            (g[o + 5] + dy[o + 5]) * (one - y[o + 5] * y[o + 5]),
+            (g[o + 6] + dy[o + 6]) * (one - y[o + 6] * y[o + 6]),
+            (g[o + 7] + dy[o + 7]) * (one - y[o + 7] * y[o + 7]))
 
 
 @njit(**JIT_OPTIONS)
-def _dz32(g, dy, y, o, has_dy):
-    """``(g + dy) * (1 - y*y)`` on lanes ``o:o+32`` (``dy`` skipped unless ``has_dy``)."""
+def _dz32(g, dy, y, o):
+    """``(g + dy) * (1 - y*y)`` on lanes ``o:o+32``."""
     gv, dv, yv = g[o:o + 32], dy[o:o + 32], y[o:o + 32]
-    return (_dz8(gv, dv, yv, 0, has_dy), _dz8(gv, dv, yv, 8, has_dy),
-            _dz8(gv, dv, yv, 16, has_dy), _dz8(gv, dv, yv, 24, has_dy))
+    return _dz8(gv, dv, yv, 0), _dz8(gv, dv, yv, 8), _dz8(gv, dv, yv, 16), _dz8(gv, dv, yv, 24)
 
 
 # ---------------------------------------------------------------------------------------------
 # forward
 
-@njit(parallel=True, **JIT_OPTIONS)
+@ParallelKernel
 def forward_kernel(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf):
     """One layer forward. Arguments as :func:`_forward_chunk`; prange over chunks of rows."""
     B = x.shape[1]
@@ -348,11 +347,12 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
 # ---------------------------------------------------------------------------------------------
 # backward
 
-@njit(parallel=True, **JIT_OPTIONS)
+@ParallelKernel
 def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, dw_hh, db,
-                    dhbuf, dz, part_ih, part_hh, part_b, has_dy, need_dx):
-    """BPTT of one layer: :func:`_backward_chunk` and :func:`_weight_grads_chunk` per chunk
-    (prange), then a fixed-order sum of the chunks' partial gradients (prange over units).
+                    dhbuf, dz, part_ih, part_hh, part_b):
+    """BPTT of one layer: :func:`_backward_chunk`, :func:`_dx_chunk` and
+    :func:`_weight_grads_chunk` per chunk (prange), then a fixed-order sum of the chunks' partial
+    gradients (prange over units).
 
     dw_ih [H,I], dw_hh [H,H], db [H] out; part_ih [NC,I,HP], part_hh [NC,H,HP], part_b [NC,HP]
     workspaces with NC = num_chunks(B); the rest as in the chunk functions.
@@ -362,8 +362,8 @@ def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, d
     for c in prange(num_chunks_k(B)):
         lo = c * CHUNK
         hi = min(B, lo + CHUNK)
-        _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_dy,
-                        need_dx, lo, hi)
+        _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi)
+        _dx_chunk(dz, wih_p, dx, lo, hi)
         _weight_grads_chunk(x[:, :, :I], h0, y, dz, part_ih[c], part_hh[c], part_b[c], lo, hi)
     # fixed-order reduction over chunks; each output row has one owner
     nc = num_chunks_k(B)
@@ -385,16 +385,16 @@ def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, d
 
 
 @njit(**JIT_OPTIONS)
-def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_dy,
-                    need_dx, lo, hi):
-    """Rows ``lo:hi`` of the BPTT recurrence: ``dz``, ``dx``, ``dh0`` (one thread).
+def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
+    """Rows ``lo:hi`` of the BPTT recurrence: ``dz`` and ``dh0`` (one thread).
 
-    dy [T,B,HP] padded, C (read only if ``has_dy``; padding lanes 0)   dh_n [B,H]
-    wih_p [H,>=IP] = W_ih zero-padded to IP = padded(I) columns   whh_p [H,HP] = W_hh padded
-    y [T,B,HP] the forward's padded output   lengths [B]
-    dx [T,B,IP] out, padded, C (written only if ``need_dx``)   dh0 [B,H] out
-    dhbuf [2,B,HP], dz [T,B,HP] workspaces. Outputs must not alias inputs or each other.
-    Per step and row pair: H x 8 ymm FMAs for dh (and for dx); dz is 4 vector ops per 8 lanes.
+    dy [T,B,HP] padded, C (zeros where no gradient flows in from above; padding lanes 0)
+    dh_n [B,H]   whh_p [H,HP] = W_hh zero-padded   y [T,B,HP] the forward's padded output
+    lengths [B]   dh0 [B,H] out   dhbuf [2,B,HP], dz [T,B,HP] workspaces (dz is read by
+    :func:`_dx_chunk` and :func:`_weight_grads_chunk`; 0 past a length). Outputs must not
+    alias inputs or each other. Per step and row group: the dz lanes, then H x 8 zmm FMAs into
+    8 independent chains. No flags: a runtime flag in here kept SLP from vectorising the dz
+    lanes and made the whole recurrence 3x slower.
     """
     T = y.shape[0]
     H = dh0.shape[1]
@@ -411,7 +411,7 @@ def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_
         for b in range(lo, hi):
             if t < lengths[b]:
                 for j0 in range(0, HP, BLOCK):
-                    _store32(dzt[b], j0, _dz32(cur[b], dy[t, b], y[t, b], j0, has_dy))
+                    _store32(dzt[b], j0, _dz32(cur[b], dy[t, b], y[t, b], j0))
             else:
                 for j in range(HP):
                     dzt[b, j] = 0
@@ -419,19 +419,25 @@ def _backward_chunk(dy, dh_n, wih_p, whh_p, y, lengths, dx, dh0, dhbuf, dz, has_
             r = _quad(b0, hi - 1)
             if (t < lengths[r[0]] or t < lengths[r[1]] or t < lengths[r[2]]
                     or t < lengths[r[3]]):
-                for which in range(2 if need_dx else 1):  # one code copy (compile time)
-                    _vecmat4(dzt, r, whh_p if which == 0 else wih_p, H,
-                             nxt if which == 0 else dx[t])
+                _vecmat4(dzt, r, whh_p, H, nxt)
             for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:
                     for j in range(HP):
                         nxt[b, j] = cur[b, j]
-                    if need_dx:
-                        for i in range(dx.shape[2]):
-                            dx[t, b, i] = 0
     for b in range(lo, hi):
         for j in range(H):
             dh0[b, j] = dhbuf[0, b, j]
+
+
+@njit(**JIT_OPTIONS)
+def _dx_chunk(dz, wih_p, dx, lo, hi):
+    """Rows ``lo:hi`` of ``dx_t = dz_t W_ih`` for every step, after the recurrence (it is not on
+    its critical path). dz [T,B,HP] (0 past a length, so dx is 0 there)   wih_p [H,IP] = W_ih
+    zero-padded to IP = padded(I) columns   dx [T,B,IP] out, padded, C."""
+    H = wih_p.shape[0]
+    for t in range(dz.shape[0]):
+        for b0 in range(lo, hi, ROWS):
+            _vecmat4(dz[t], _quad(b0, hi - 1), wih_p, H, dx[t])
 
 
 @njit(**JIT_OPTIONS)
@@ -448,7 +454,8 @@ def _weight_grads_chunk(x, h0, y, dz, pih, phh, pb, lo, hi):
     T, _, I = x.shape
     H = h0.shape[1]
     HP = dz.shape[2]
-    # A-layout views like x and runtime (not literal) shift and flag: one compile of _group
+    # A-layout views like x, and runtime (not literal) shift and flag: one compile of _group
+    # (literal ones compile three, +3 s, for 3% of this function's time)
     h0a, ya = h0[:, :H], y[:, :, :H]
     no_shift = lo - lo
     for j0 in range(0, HP, BLOCK):
@@ -611,7 +618,7 @@ def rnn_backward(dy: np.ndarray | None, dh_n: np.ndarray | None, x: np.ndarray,
     backward_kernel(dy_pad, dh_n, xs, h0, wih_p, whh_p, y_pad, _full_lengths(lengths, B, T),
                     dx_pad, dh0, dw_ih, dw_hh, db, np.empty((2, B, HP), dt),
                     np.zeros((T, B, HP), dt), np.empty((nc, I, HP), dt),
-                    np.empty((nc, H, HP), dt), np.empty((nc, HP), dt), dy is not None, True)
+                    np.empty((nc, H, HP), dt), np.empty((nc, HP), dt))
     _tm(dx, time_major)[...] = dx_pad[:, :, :I]
     return dx, dh0, dw_ih, dw_hh, db
 

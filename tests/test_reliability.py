@@ -228,6 +228,38 @@ def test_cpu_after_100_steps_is_close_to_the_reference(cpu_runs):
                  REF_100_STEPS_F32)
 
 
+_FORK = """
+import os, sys, numpy as np, numba
+from tests.test_reliability import batch, host, make
+model, batches = make("cpu"), [batch(seed=s) for s in range(4)]
+for s in range(100):
+    if s == 50:
+        layer, pid = numba.threading_layer(), os.fork()
+    model.train_step(*batches[s % 4])
+np.save(sys.argv[2 if pid else 1], np.concatenate([host(model.params), host(model.m),
+                                                   host(model.v)]))
+if pid == 0:
+    os._exit(0)
+print(layer, os.waitpid(pid, 0)[1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_process_forked_mid_training_trains_on_with_the_same_bits(tmp_path, cpu_runs):
+    """Numba kills (SIGTERM) a child forked after a GNU OpenMP parallel region as soon as it
+    starts one; fastrnn's kernels run their serial twin there (kernels/_numba_env.py). Parent
+    and child both finish the 100 steps, bitwise equal to an unforked run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    child, parent = tmp_path / "child.npy", tmp_path / "parent.npy"
+    r = subprocess.run([sys.executable, "-c", _FORK, str(child), str(parent)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    layer, status = r.stdout.split()
+    assert status == "0", f"the child forked under the {layer} layer died: {r.stderr}"
+    assert np.load(child).tobytes() == cpu_runs[0].tobytes()
+    assert np.load(parent).tobytes() == cpu_runs[0].tobytes()
+
+
 @pytest.mark.gpu
 def test_gpu_after_100_steps_is_close_to_the_cpu(cpu_runs):
     """Not bitwise (other summation orders and tanh): within CPU_GPU_100_STEPS_F32; the GPU run is

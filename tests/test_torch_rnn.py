@@ -8,6 +8,7 @@ fastrnn's float64 reference)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -262,8 +263,9 @@ def test_torch_is_optional():
 
 def test_cpu_threads_share_the_process_with_torch():
     """Functional part of the threads check (timings: bench/test_bench_torch_dropin.py): the CPU
-    kernels run on Numba's sleeping workqueue layer (unless the user chose one) and leave torch's
-    thread settings alone. Run in a fresh process so no earlier test has picked the layer."""
+    kernels run on Numba's OpenMP layer where it loads (unless the user chose one) and leave
+    torch's thread settings alone. Run in a fresh process so no earlier test has picked the
+    layer."""
     r = _python(
         "import numba, torch\n"
         "import fastrnn.torch as ft\n"
@@ -274,8 +276,9 @@ def test_cpu_threads_share_the_process_with_torch():
         "assert torch.get_num_threads() == n\n"
         "print(numba.threading_layer())\n")
     assert r.returncode == 0, r.stderr
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        assert r.stdout.strip() == "workqueue"
+    if not any(k.startswith("NUMBA_THREADING_LAYER") for k in os.environ):
+        assert r.stdout.strip() == ("omp" if importlib.util.find_spec("numba.np.ufunc.omppool")
+                                    else "workqueue")
 
 
 @pytest.mark.gpu
