@@ -18,10 +18,12 @@ the module passes ``bias_ih + bias_hh`` and autograd sends its gradient to both.
 selects fastrnn's batch-major layout, so no transpose is copied; a ``PackedSequence`` is padded
 once before the first layer and packed again after the last, on torch's side.
 
-Threads: fastrnn's CPU kernels use Numba's ``workqueue`` threading layer (set by fastrnn unless
-``NUMBA_THREADING_LAYER`` says otherwise), whose threads sleep when idle, so they do not fight
-PyTorch's OpenMP pool. Call a fastrnn module from one Python thread at a time (a ``workqueue``
-limit); PyTorch's CPU autograd runs ``backward`` on the calling thread, which is fine.
+Threads: fastrnn's CPU kernels use Numba's OpenMP threading layer where it loads (chosen by
+fastrnn unless ``NUMBA_THREADING_LAYER`` says otherwise; ``kernels/_numba_env.py`` has the
+measurements). In one process with PyTorch neither step slowed the other
+(``bench/test_bench_torch_dropin.py``, the threads tables). It is thread-safe, and a process forked
+after a fastrnn call (e.g. a ``DataLoader`` worker under ``fork``) runs fastrnn on one thread
+instead of being killed by GNU OpenMP.
 
 PyTorch is optional for fastrnn: ``import fastrnn`` never imports it, and this module raises
 ``ImportError`` with an install hint when it is missing.

@@ -25,10 +25,12 @@ Launch shape: one Numba call per training step (``step_kernel``; also per predic
 head, and every layer backward (``_chunk_step``; its rows stay in L1/L2, and it writes only its own
 rows and its own partial gradients), then a serial tail: the chunks' partials summed in chunk
 order (32 lanes at a time) and the float64 sum of their squares (``_reduce``), then the
-finiteness check, the clipping factor and Adam (``_adam_all``); ~15 us for the showcase. The tail is
-serial on purpose: a ``workqueue`` parallel region costs 25-50 us to launch on this VM (measured:
-an empty ``prange`` call), more than the work. Chunking depends on B only: results are bitwise
-identical run to run and for 1 or any number of threads (``test_train_step_bitwise_reproducible``).
+finiteness check, the clipping factor and Adam (``_adam_all``); ~20 us of the showcase's ~200 us
+on 2 threads. The tail is serial: an OpenMP launch costs ~1.3 us, but a second ``prange`` in
+``step_kernel`` adds ~5 s to its compile, and a tried version that ran the tail as two more launches
+of the one parallel body was no faster on this 2-vCPU VM. Chunking depends on B only: results are
+bitwise identical run to run and for 1 or any number of threads
+(``test_train_step_bitwise_reproducible``).
 
 Check: ``pytest tests/test_kernels_cpu.py``. Time: ``pytest bench/ --benchmark-only -k mnist``.
 """
@@ -233,8 +235,7 @@ def _reduce(layout, part_ih, part_hh, part_b, part_w, part_bo):
     nc, H = part_hh.shape[0], part_hh.shape[2]
     C = part_bo.shape[1]
     HP = part_hh.shape[3]
-    # Serial on purpose: a workqueue parallel region costs 25-50 us to launch on this VM, more
-    # than this whole tail (~10 us for the showcase).
+    # Serial (see the module docstring): ~14 us for the showcase on one layer.
     # 1) 32 lanes at a time (each lane its own chain: ~NC*4 cycles per row instead of per
     #    element)
     n_ih = part_ih.shape[2]

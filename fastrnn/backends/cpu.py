@@ -3,7 +3,8 @@
 Arrays arrive validated (see :mod:`fastrnn.backends`). A classifier's training step, evaluate and
 predict are each one Numba call (``train_cpu.step_kernel``). Kernels compile on first use for each
 dtype (one layout each; cached on disk; see ``kernels/_numba_env.py`` for the Numba settings and
-the threading layer). Results are bitwise reproducible, run to run and for any number of threads.
+the threading layer: OpenMP, with a serial fallback in forked children). Results are bitwise
+reproducible, run to run, for any number of threads, and in a forked child.
 A step whose loss or gradient norm is not finite leaves params, m and v untouched.
 """
 
