@@ -21,15 +21,15 @@ through a time-major view).
 
 Launch shape: one Numba call per training step (``step_kernel``; also per predict/evaluate with
 ``train=False``): a serial weight pack (~1 us), then ONE ``prange`` over chunks of
-``rnn_cpu.CHUNK`` = 8 batch rows, each chunk running its rows through every layer forward, the
-head, and every layer backward (``_chunk_step``; its rows stay in L1/L2, and it writes only its own
-rows and its own partial gradients), then a serial tail: the chunks' partials summed in chunk
-order (32 lanes at a time) and the float64 sum of their squares (``_reduce``), then the
-finiteness check, the clipping factor and Adam (``_adam_all``); ~20 us of the showcase's ~200 us
-on 2 threads. The tail is serial: an OpenMP launch costs ~1.3 us, but a second ``prange`` in
-``step_kernel`` adds ~5 s to its compile, and a tried version that ran the tail as two more launches
-of the one parallel body was no faster on this 2-vCPU VM. Chunking depends on B only: results are
-bitwise identical run to run and for 1 or any number of threads
+``rnn_cpu.chunk_rows(B)`` batch rows (32 for the showcase), each chunk running its rows through
+every layer forward, the head, and every layer backward (``_chunk_step``; its rows stay in L1/L2,
+and it writes only its own rows and its own partial gradients), then a serial tail: the chunks'
+partials summed in chunk order (32 lanes at a time) and the float64 sum of their squares
+(``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``). The tail
+is serial: an OpenMP launch costs ~1.3 us, but a second ``prange`` in ``step_kernel`` adds ~5 s
+to its compile, and a tried version that ran the tail as two more launches of the one parallel
+body was no faster on this 2-vCPU VM (its partials come from both cores' caches). Chunking
+depends on B only: results are bitwise identical run to run and for 1 or any number of threads
 (``test_train_step_bitwise_reproducible``).
 
 Check: ``pytest tests/test_kernels_cpu.py``. Time: ``pytest bench/ --benchmark-only -k mnist``.
@@ -202,8 +202,9 @@ def _chunk_step(c, xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, 
     B = xs.shape[1]
     L = layout.shape[0]
     H = h_n.shape[2]
-    lo = c * rnn_cpu.CHUNK
-    hi = min(B, lo + rnn_cpu.CHUNK)
+    rows = rnn_cpu.chunk_rows(B)
+    lo = c * rows
+    hi = min(B, lo + rows)
     for k in range(L):
         inp = xs if k == 0 else ys[k - 1, :, :, :H]
         rnn_cpu._forward_chunk(inp, h0, wih_t[k], whh_t[k], bias[k], lengths, ys[k], h_n[k],
