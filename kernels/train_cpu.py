@@ -228,6 +228,12 @@ def _chunk_step(c, xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, 
 
 
 @njit(**JIT_OPTIONS)
+def _chunk_step_args(c, args):
+    """:func:`_chunk_step` on the tuple of its other arguments."""
+    _chunk_step(c, *args)
+
+
+@njit(**JIT_OPTIONS)
 def _reduce(layout, part_ih, part_hh, part_b, part_w, part_bo):
     """Sum the chunks' partial gradients into chunk 0's, in chunk order; return the sum of the
     squares of every gradient, in float64 and in a fixed order (32 lanes, each summing its
@@ -259,14 +265,20 @@ def _reduce(layout, part_ih, part_hh, part_b, part_w, part_bo):
     z = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     q = (z, z, z, z)  # the 32 lanes of the sum of squares
     for j0 in range(0, HP, rnn_cpu.BLOCK):
-        for k in range(L):
-            for i in range(layout[k, 3]):
-                q = _sq32(q, part_ih[0, k, i, j0:j0 + 32])
-            for i in range(H):
-                q = _sq32(q, part_hh[0, k, i, j0:j0 + 32])
-            q = _sq32(q, part_b[0, k, j0:j0 + 32])
-        for cl in range(C):
-            q = _sq32(q, part_w[0, cl, j0:j0 + 32])
+        for r in range(L * n_row + C):  # the rows of pass 1, in order; one inlined _sq32
+            if r < L * n_row:
+                k, i = r // n_row, r % n_row
+                if i < n_ih:
+                    if i >= layout[k, 3]:
+                        continue
+                    row = part_ih[0, k, i]
+                elif i < n_ih + H:
+                    row = part_hh[0, k, i - n_ih]
+                else:
+                    row = part_b[0, k]
+            else:
+                row = part_w[0, r - L * n_row]
+            q = _sq32(q, row[j0:j0 + 32])
     total = 0.0
     for a in q:
         for lane in a:
@@ -341,12 +353,13 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
     pack_kernel(params, layout, o_w, H, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p)
     b_out = params[o_b:o_b + C]
     nc = rnn_cpu.num_chunks_k(B)
-    # the parallel body is one call: a small parfor keeps Numba's parfor passes (compile time) cheap
+    # the parallel body is one call on one tuple: a small parfor keeps Numba's parfor passes
+    # (compile time) cheap
+    args = (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p,
+            ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w,
+            part_bo, logits, dlogits, lengths, chunk_loss, chunk_correct)
     for c in prange(nc):
-        _chunk_step(c, xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p,
-                    wout_t, wout_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih,
-                    part_hh, part_b, part_w, part_bo, logits, dlogits, lengths, chunk_loss,
-                    chunk_correct)
+        _chunk_step_args(np.int64(c), args)  # the parallel body sees c as uint64
     loss = 0.0
     correct = 0
     for c in range(nc):
