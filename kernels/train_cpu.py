@@ -62,7 +62,7 @@ def _head_rows(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_grad, lo,
     HP = dh.shape[1]
     inv_b = 1.0 / B
     for b0 in range(lo, hi, rnn_cpu.ROWS):
-        rnn_cpu._vecmat4(h, rnn_cpu._quad(b0, hi - 1), wt, H, logits)
+        rnn_cpu._vecmat8(h, b0, hi - 1, wt, H, logits)
     loss = 0.0
     correct = 0
     for r in range(lo, hi):
@@ -89,7 +89,7 @@ def _head_rows(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_grad, lo,
                 dlogits[r, c] = dlogits[r, c] * s_b - (inv_b if c == lab else 0.0)
     if want_grad:
         for b0 in range(lo, hi, rnn_cpu.ROWS):
-            rnn_cpu._vecmat4(dlogits, rnn_cpu._quad(b0, hi - 1), wp, C, dh)
+            rnn_cpu._vecmat8(dlogits, b0, hi - 1, wp, C, dh)
         for c in range(C):
             s = db.dtype.type(0)
             for r in range(lo, hi):
