@@ -6,6 +6,7 @@ backend's fused training step updates in place.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -85,6 +86,7 @@ def _write_npz(f, entries: dict) -> None:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
+@functools.lru_cache(maxsize=64)  # sizes that passed are not checked again (a refusal raises)
 def _check_batch_size(spec: ModelSpec, xp, B: int, T: int, x_dtype) -> None:
     """Refuse a batch ``[B,T,I]`` whose training-step workspaces would overflow 32-bit indices or
     not fit in memory, before anything is allocated."""
