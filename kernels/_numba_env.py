@@ -26,7 +26,7 @@ fastrnn asks Numba for OpenMP first (``THREADING_LAYER_PRIORITY`` = omp, tbb, wo
 user chose (``NUMBA_THREADING_LAYER``, ``NUMBA_THREADING_LAYER_PRIORITY``) or a parallel region
 already ran. Measured on the 2-vCPU machine of the README (``python -m fastrnn.kernels._numba_env``
 prints the first line): an empty ``prange`` call costs ~1.2 us under ``omp`` and 50-100 us under
-``workqueue``, whose threads sleep between calls; the showcase training step spends 0.25 ms in all,
+``workqueue``, whose threads sleep between calls; the showcase training step takes ~0.16 ms in all,
 so the launch decides the speed. In one process with PyTorch (``bench/test_bench_torch_dropin.py``,
 threads tables) torch's own step was not slowed by a fastrnn step before it, with either layer
 (1.82 vs 1.86 ms; large shape 29.6 vs 29.8 ms), while fastrnn's was 1.5-2x faster under ``omp``.
