@@ -342,7 +342,7 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
     Returns ``(sum of row losses, correct count, gradient norm)``, the norm rounded to the
     parameters' dtype (0 unless ``train``); logits are left in ``logits`` [B,CP] (columns < C).
 
-    Launch: 1 serial pack, 1 prange over NC chunks of CHUNK rows (:func:`_chunk_step`), then
+    Launch: 1 serial pack, 1 prange over NC chunks of chunk_rows(B) rows (:func:`_chunk_step`), then
     the serial :func:`_reduce` and :func:`_adam_all`. Chunking depends on B only: results are
     bitwise identical for any thread count.
     """
