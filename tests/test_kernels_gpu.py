@@ -15,6 +15,7 @@ import pytest
 from fastrnn import reference as ref
 from fastrnn.params import ModelSpec, init_params
 from tests import emu_cases as cases
+from tests.steps import batch, run_steps
 from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
 
 pytestmark = pytest.mark.gpu
@@ -185,65 +186,13 @@ def test_adam_nonfinite_step_writes_nothing(cp, kc, n, what):
         _assert_norm(cases.clip_by_global_norm(g, 0.0)[1], norm)
 
 
-def _batch(spec, B, T, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (B, T, spec.input_size)).astype(np.float32)
-    labels = rng.integers(0, spec.num_classes, B).astype(np.int64)
-    return x, labels
-
-
-def _run_steps(cp, backend_name, spec, steps, B, T, monkeypatch=None, graph=True, clip=0.0,
-               nan_at=()):
-    """``steps`` training steps from fixed seeds through the backend's ``train_step``; ``clip``:
-    one clip_norm for every step, or a list of one per step. Steps in ``nan_at`` (1-based) get a
-    batch with a NaN and must leave params, m and v bitwise as they were; they do not count as
-    Adam steps. Returns per-step arrays (loss, acc, grad_norm), the final params and the kernels.
-    """
-    from fastrnn.backends import get_backend
-
-    if monkeypatch is not None:
-        monkeypatch.setenv("FASTRNN_CUDA_GRAPH", "1" if graph else "0")
-    be = get_backend(backend_name)
-    dtype = np.float64 if backend_name == "reference" else np.float32
-    params = init_params(spec, 0).astype(dtype)
-    m, v = np.zeros_like(params), np.zeros_like(params)
-    if backend_name == "cuda":
-        params, m, v = cp.asarray(params), cp.asarray(m), cp.asarray(v)
-    host = cp.asnumpy if backend_name == "cuda" else np.asarray
-    clf = be.classifier(spec)
-    clips = clip if isinstance(clip, list) else [clip] * steps
-    out, adam_step = [], 0
-    for s in range(1, steps + 1):
-        x, labels = _batch(spec, B, T, s)
-        bad = s in nan_at
-        if bad:
-            x[B // 2, T // 2, 0] = np.nan
-            before = [host(a).tobytes() for a in (params, m, v)]
-        if backend_name == "cuda":
-            x, labels = cp.asarray(x), cp.asarray(labels)
-        else:
-            x = x.astype(dtype)
-        res = clf.train_step(params, m, v, adam_step + 1, x, labels, 1e-3, 0.9, 0.999, 1e-8,
-                             clips[s - 1])
-        assert len(res) == 3 and all(isinstance(r, float) for r in res), res
-        if bad:
-            assert not (np.isfinite(res[0]) and np.isfinite(res[2])), f"step {s}: {res}"
-            for name, b, a in zip(("params", "m", "v"), before, (params, m, v)):
-                assert host(a).tobytes() == b, f"{name} changed on the NaN step {s}"
-            continue
-        adam_step += 1
-        out.append(res)
-    loss, acc, norm = (np.array(c) for c in zip(*out))
-    return loss, acc, norm, host(params), clf
-
-
 @pytest.mark.parametrize("clip", [0.0, 0.05], ids=["no-clip", "clip"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_classifier_10_steps_match_reference(cp, layers, clip, monkeypatch):
     """clip 0.05 is below every step's gradient norm here (~0.1-1), so each step is clipped."""
     spec = ModelSpec(28, 31, layers, 10)
-    l_r, a_r, n_r, p_r, _ = _run_steps(cp, "reference", spec, 10, 128, 28, clip=clip)
-    l_c, a_c, n_c, p_c, _ = _run_steps(cp, "cuda", spec, 10, 128, 28, monkeypatch, graph=True,
+    l_r, a_r, n_r, p_r, _ = run_steps(cp, "reference", spec, 10, 128, 28, clip=clip)
+    l_c, a_c, n_c, p_c, _ = run_steps(cp, "cuda", spec, 10, 128, 28, monkeypatch, graph=True,
                                        clip=clip)
     for s in range(10):
         assert_close(f"loss step {s + 1}", l_r[s], l_c[s], KERNEL_F32_FORWARD)
@@ -269,12 +218,12 @@ def test_classifier_graph_equals_eager(cp, monkeypatch):
     enqueue = cuda_backend._CudaClassifier._enqueue_step
     monkeypatch.setattr(cuda_backend._CudaClassifier, "_enqueue_step",
                         lambda self, *a: enqueued.append(1) or enqueue(self, *a))
-    l_g, a_g, n_g, p_g, clf = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=True,
+    l_g, a_g, n_g, p_g, clf = run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=True,
                                          clip=CLIPS)
     assert len(enqueued) == 2, f"{len(enqueued)} enqueues: want 1 eager step + 1 capture"
     bf = clf._bufs[(128, 28)]
     assert bf.graph is not None and bf.eager_steps == 1, "the graph was not replayed"
-    l_e, a_e, n_e, p_e, _ = _run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=False,
+    l_e, a_e, n_e, p_e, _ = run_steps(cp, "cuda", spec, 5, 128, 28, monkeypatch, graph=False,
                                        clip=CLIPS)
     np.testing.assert_array_equal(l_g, l_e)
     np.testing.assert_array_equal(a_g, a_e)
@@ -285,7 +234,7 @@ def test_classifier_graph_equals_eager(cp, monkeypatch):
 def test_classifier_deterministic(cp, monkeypatch):
     """Same state, same batch, twice: bitwise-equal results (no float atomics anywhere)."""
     spec = ModelSpec(28, 31, 3, 10)
-    runs = [_run_steps(cp, "cuda", spec, 3, 128, 28, monkeypatch, clip=0.05) for _ in range(2)]
+    runs = [run_steps(cp, "cuda", spec, 3, 128, 28, monkeypatch, clip=0.05) for _ in range(2)]
     for i in range(4):
         np.testing.assert_array_equal(runs[0][i], runs[1][i])
 
@@ -296,7 +245,7 @@ def test_classifier_nan_batch_writes_nothing(cp, monkeypatch, graph):
     params, m and v bitwise unchanged (checked inside _run_steps); the good steps around them
     then give exactly the run that never saw those batches."""
     spec = ModelSpec(28, 31, 2, 10)
-    bad = _run_steps(cp, "cuda", spec, 7, 64, 28, monkeypatch, graph=graph, clip=0.05,
+    bad = run_steps(cp, "cuda", spec, 7, 64, 28, monkeypatch, graph=graph, clip=0.05,
                      nan_at=(1, 3, 5))
     # the same good batches (seeds 2, 4, 6, 7) as Adam steps 1-4, without the NaN steps
     monkeypatch.setenv("FASTRNN_CUDA_GRAPH", "1" if graph else "0")
@@ -307,7 +256,7 @@ def test_classifier_nan_batch_writes_nothing(cp, monkeypatch, graph):
     m, v = cp.zeros_like(params), cp.zeros_like(params)
     good = []
     for adam_step, seed in enumerate((2, 4, 6, 7), start=1):
-        x, labels = _batch(spec, 64, 28, seed)
+        x, labels = batch(spec, 64, 28, seed)
         good.append(clf.train_step(params, m, v, adam_step, cp.asarray(x), cp.asarray(labels),
                                    1e-3, 0.9, 0.999, 1e-8, 0.05))
     loss, acc, norm = (np.array(c) for c in zip(*good))
@@ -320,8 +269,8 @@ def test_classifier_nan_batch_writes_nothing(cp, monkeypatch, graph):
 def test_classifier_general_path(cp, I, H, layers, monkeypatch):
     """Shapes that cannot use the graph (GEMMs for the projection / dx, block kernels)."""
     spec = ModelSpec(I, H, layers, 10)
-    l_r, _, n_r, p_r, _ = _run_steps(cp, "reference", spec, 3, 33, 9, clip=0.05)
-    l_c, _, n_c, p_c, _ = _run_steps(cp, "cuda", spec, 3, 33, 9, monkeypatch, clip=0.05)
+    l_r, _, n_r, p_r, _ = run_steps(cp, "reference", spec, 3, 33, 9, clip=0.05)
+    l_c, _, n_c, p_c, _ = run_steps(cp, "cuda", spec, 3, 33, 9, monkeypatch, clip=0.05)
     assert_close("losses", l_r, l_c, KERNEL_F32_FORWARD)
     assert_close("grad norms", n_r, n_c, KERNEL_F32_BACKWARD)
     assert_close("params after 3 steps", p_r, p_c, KERNEL_F32_BACKWARD)
@@ -333,7 +282,7 @@ def test_evaluate_and_predict(cp, layers):
 
     spec = ModelSpec(28, 31, layers, 10)
     params = init_params(spec, 1)
-    x, labels = _batch(spec, 300, 28, 7)
+    x, labels = batch(spec, 300, 28, 7)
     ref_clf = get_backend("reference").classifier(spec)
     cu_clf = get_backend("cuda").classifier(spec)
     logits_r = ref_clf.predict(params.astype(np.float64), x.astype(np.float64))
@@ -351,7 +300,7 @@ def test_predict_follows_the_parameter_buffer(cp):
     from fastrnn.backends import get_backend
 
     spec = ModelSpec(28, 31, 2, 10)
-    x, _ = _batch(spec, 64, 28, 3)
+    x, _ = batch(spec, 64, 28, 3)
     ref_clf = get_backend("reference").classifier(spec)
     cu_clf = get_backend("cuda").classifier(spec)
     dx = cp.asarray(x)

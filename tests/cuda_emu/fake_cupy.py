@@ -1,0 +1,233 @@
+"""The slice of CuPy that fastrnn's CUDA launchers and backend use, on NumPy and the CPU emulator.
+
+``install(monkeypatch)`` makes ``fastrnn.kernels.cuda`` and ``fastrnn.backends.cuda`` see this
+module as ``cupy``, so the GPU backend's Python (the classifier's step, its CUDA-graph replay,
+``predict``/``evaluate``, the functional launchers) runs on a machine without a GPU:
+
+- arrays are NumPy arrays of a subclass with CuPy's ``.data.ptr``; ``matmul``, ``sum``, ... are
+  NumPy's (the general path's GEMMs);
+- ``RawModule`` compiles the ``.cu`` named by the source's ``#line 1 "<path>"`` for the emulator
+  (``harness.load``), and each launch runs there to completion, in program order;
+- streams and events only keep program order (the emulator runs one launch at a time); stream
+  capture records launches and copies into a graph whose ``launch`` replays them;
+- page-locked and mapped host memory is plain host memory (its device pointer is its address).
+
+What this cannot check: the CUDA runtime's own rules (which calls a capture accepts, concurrency
+between streams, what mapped memory costs). Those need a GPU (``pytest -m gpu``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from types import SimpleNamespace
+
+import numpy as np
+
+from tests.cuda_emu.harness import load
+
+float32, float64, int32, int64 = np.float32, np.float64, np.int32, np.int64
+
+_capture: list | None = None  # the launches and copies of the stream capture in progress
+_host: dict[int, ctypes.Array] = {}  # hostAlloc'ed buffers by address
+
+
+class FakeArray(np.ndarray):
+    """A NumPy array with CuPy's ``a.data.ptr``."""
+
+    @property
+    def data(self):
+        return SimpleNamespace(ptr=self.ctypes.data)
+
+    def get(self) -> np.ndarray:
+        return np.array(self)
+
+
+def _fake(a) -> FakeArray:
+    return np.asarray(a).view(FakeArray)
+
+
+def empty(shape, dtype=np.float64):
+    return _fake(np.empty(shape, dtype))
+
+
+def full(shape, value, dtype=None):
+    return _fake(np.full(shape, value, dtype))
+
+
+def zeros_like(a):
+    return _fake(np.zeros_like(a))
+
+
+def empty_like(a):
+    return _fake(np.empty_like(a))
+
+
+def asarray(a, dtype=None):
+    return _fake(np.array(a, dtype=dtype, copy=None))
+
+
+def ascontiguousarray(a):
+    return _fake(np.ascontiguousarray(a))
+
+
+def asnumpy(a):
+    return np.array(a)
+
+
+matmul, sum = np.matmul, np.sum  # noqa: A001 -- CuPy's names
+
+
+def _run_or_record(op) -> None:
+    if _capture is not None:
+        _capture.append(op)
+    else:
+        op()
+
+
+def _c_arg(a):
+    """A launch argument as the emulator takes it: NULL (``np.uint64(0)``) is None."""
+    if isinstance(a, np.uint64):
+        if a:
+            raise TypeError("the emulator takes no raw pointers other than NULL")
+        return None
+    return np.asarray(a) if isinstance(a, np.ndarray) else a
+
+
+class _Function:
+    def __init__(self, module, name: str):
+        self._module, self._name = module, name
+        self.max_dynamic_shared_size_bytes = 48 * 1024
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        args = tuple(_c_arg(a) for a in args)
+        _run_or_record(lambda: self._module.launch(self._name, grid, block, shared_mem, *args,
+                                                   order="random", seed=1))
+
+
+class RawModule:
+    def __init__(self, code: str, options=()):
+        path = re.match(r'#line 1 "(.+)"\n', code)[1]
+        self._module = load(path)
+
+    def get_function(self, name: str) -> _Function:
+        return _Function(self._module, name)
+
+
+class _Event:
+    def record(self, stream=None):
+        pass
+
+    def synchronize(self):
+        pass
+
+
+class _Graph:
+    def __init__(self, ops: list):
+        self._ops = ops
+
+    def launch(self, stream=None):
+        for op in self._ops:
+            op()
+
+
+class _Stream:
+    ptr = 0
+
+    def __init__(self, non_blocking: bool = False):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def record(self, event=None):
+        return event or _Event()
+
+    def wait_event(self, event):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def begin_capture(self, mode=None):
+        global _capture
+        _capture = []
+
+    def end_capture(self) -> _Graph:
+        global _capture
+        graph, _capture = _Graph(_capture), None
+        return graph
+
+
+def _memcpy_async(dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
+    _run_or_record(lambda: ctypes.memmove(dst, src, nbytes))
+
+
+class _Pinned(bytearray):
+    """``alloc_pinned_memory``: a host buffer with CuPy's ``.ptr``."""
+
+    @property
+    def ptr(self) -> int:
+        return ctypes.addressof(ctypes.c_char.from_buffer(self))
+
+
+def _host_alloc(nbytes: int, flags: int) -> int:
+    buf = (ctypes.c_char * nbytes)()
+    _host[ctypes.addressof(buf)] = buf
+    return ctypes.addressof(buf)
+
+
+def _free_host(ptr: int) -> None:
+    _host.pop(ptr, None)
+
+
+class UnownedMemory:
+    def __init__(self, ptr: int, size: int, owner, device_id: int = -1):
+        self.ptr, self.size, self.owner = ptr, size, owner
+
+
+class MemoryPointer:
+    def __init__(self, mem: UnownedMemory, offset: int):
+        self.mem, self.ptr = mem, mem.ptr + offset
+
+
+def ndarray(shape, dtype, memptr: MemoryPointer):
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = (ctypes.c_char * n).from_address(memptr.ptr)
+    return _fake(np.frombuffer(buf, dtype).reshape(shape))
+
+
+runtime = SimpleNamespace(
+    memcpyAsync=_memcpy_async, hostAlloc=_host_alloc, freeHost=_free_host, hostAllocMapped=2,
+    pointerGetAttributes=lambda ptr: SimpleNamespace(devicePointer=ptr),
+    cudaDevAttrMaxSharedMemoryPerBlockOptin=97,
+    deviceGetAttribute=lambda attr, device: 227 * 1024)
+cuda = SimpleNamespace(
+    Stream=_Stream, Event=lambda **kw: _Event(), get_current_stream=lambda: _Stream(),
+    runtime=runtime, alloc_pinned_memory=_Pinned, Device=lambda *a: SimpleNamespace(id=0),
+    UnownedMemory=UnownedMemory, MemoryPointer=MemoryPointer)
+
+
+def install(monkeypatch) -> None:
+    """Make the CUDA launchers and backend use this module for ``cupy`` (undone by
+    ``monkeypatch``). The launchers cache compiled modules: the caller empties those caches
+    (:func:`clear_caches`) before and after."""
+    import sys
+
+    from fastrnn.kernels import cuda as launchers
+
+    from fastrnn.backends import cuda as backend
+
+    monkeypatch.setattr(launchers, "_cupy", lambda: sys.modules[__name__])
+    monkeypatch.setattr(backend, "_cp", lambda: sys.modules[__name__])
+
+
+def clear_caches() -> None:
+    """Forget every module, kernel and device attribute the launchers cached (real or fake)."""
+    from fastrnn.kernels import cuda as launchers
+
+    for cached in (launchers.load_module, launchers.kernel, launchers._smem_optin):
+        cached.cache_clear()
