@@ -13,6 +13,7 @@ are cached.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,9 +135,28 @@ def assert_matches(name: str, r, out, tol: float, f32: bool) -> None:
     assert_close(name, r, out, tol)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.fixture
+def backend_xp(backend, monkeypatch):
+    """``(backend name, array module)`` of the test's backend; "cuda-emu" is the cuda backend
+    with :mod:`tests.cuda_emu.fake_cupy` as ``cupy``: its Python and its ``.cu`` kernels on the
+    CPU emulator (needs g++)."""
+    if backend != "cuda-emu":
+        yield backend, pytest.importorskip("cupy") if backend == "cuda" else np
+        return
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    from tests.cuda_emu import fake_cupy
+
+    fake_cupy.clear_caches()
+    fake_cupy.install(monkeypatch)
+    yield "cuda", fake_cupy
+    fake_cupy.clear_caches()
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, pytest.param("cuda-emu",
+                                                             marks=pytest.mark.cuda_emu)])
 @settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(c=cases())
 @example(c=Case(1, 1, 1, 1))
 @example(c=Case(1, 1, 1, 1, "float32", True, (0,), False, False, False))
@@ -147,11 +167,10 @@ def assert_matches(name: str, r, out, tol: float, f32: bool) -> None:
                 read_only=(True,) * 8, seed=3))
 @example(c=Case(4, 7, 9, 31, "float32", True, (7, 0, 3, 1), layouts=LAYOUTS * 2,
                 read_only=(True, False) * 4, seed=4))
-def test_every_backend_matches_the_reference_and_leaves_inputs_alone(backend, c):
-    xp = np
+def test_every_backend_matches_the_reference_and_leaves_inputs_alone(backend_xp, c):
+    backend, xp = backend_xp
     if backend == "cuda":
         assume(c.dtype == "float32")  # the CUDA kernels compute in float32
-        import cupy as xp
     a = arrays(c)
     given_ = {k: laid_out(a[k], lay, ro, xp)
               for k, lay, ro in zip(INPUTS, c.layouts, c.read_only)}

@@ -1,7 +1,7 @@
 """The slice of CuPy that fastrnn's CUDA launchers and backend use, on NumPy and the CPU emulator.
 
-``install(monkeypatch)`` makes ``fastrnn.kernels.cuda`` and ``fastrnn.backends.cuda`` see this
-module as ``cupy``, so the GPU backend's Python (the classifier's step, its CUDA-graph replay,
+``install(monkeypatch)`` makes this module ``cupy`` (in ``sys.modules``), so the GPU backend's
+Python (the API edge with "CuPy" arrays, the classifier's step and its CUDA-graph replay,
 ``predict``/``evaluate``, the functional launchers) runs on a machine without a GPU:
 
 - arrays are NumPy arrays of a subclass with CuPy's ``.data.ptr``; ``matmul``, ``sum``, ... are
@@ -33,7 +33,18 @@ _host: dict[int, ctypes.Array] = {}  # hostAlloc'ed buffers by address
 
 
 class FakeArray(np.ndarray):
-    """A NumPy array with CuPy's ``a.data.ptr``."""
+    """A NumPy array with CuPy's ``a.data.ptr`` and ``a.get()``, and ``cp.ndarray(shape, dtype,
+    memptr)``. Its ``__module__`` starts with "cupy", so fastrnn's API edge takes it for a CuPy
+    array (and picks the cuda backend)."""
+
+    __module__ = "cupy (fake: tests/cuda_emu/fake_cupy.py)"
+
+    def __new__(cls, shape, dtype=np.float64, memptr=None):
+        if memptr is None:
+            return np.empty(shape, dtype).view(cls)
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        buf = (ctypes.c_char * n).from_address(memptr.ptr)
+        return np.frombuffer(buf, dtype).reshape(shape).view(cls)
 
     @property
     def data(self):
@@ -47,8 +58,15 @@ def _fake(a) -> FakeArray:
     return np.asarray(a).view(FakeArray)
 
 
+ndarray = FakeArray
+
+
 def empty(shape, dtype=np.float64):
     return _fake(np.empty(shape, dtype))
+
+
+def zeros(shape, dtype=np.float64):
+    return _fake(np.zeros(shape, dtype))
 
 
 def full(shape, value, dtype=None):
@@ -63,12 +81,20 @@ def empty_like(a):
     return _fake(np.empty_like(a))
 
 
+def array(a, dtype=None):
+    return _fake(np.array(a, dtype=dtype))
+
+
 def asarray(a, dtype=None):
     return _fake(np.array(a, dtype=dtype, copy=None))
 
 
-def ascontiguousarray(a):
-    return _fake(np.ascontiguousarray(a))
+def ascontiguousarray(a, dtype=None):
+    return _fake(np.ascontiguousarray(a, dtype=dtype))
+
+
+def asfortranarray(a):
+    return _fake(np.asfortranarray(a))
 
 
 def asnumpy(a):
@@ -194,12 +220,6 @@ class MemoryPointer:
         self.mem, self.ptr = mem, mem.ptr + offset
 
 
-def ndarray(shape, dtype, memptr: MemoryPointer):
-    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = (ctypes.c_char * n).from_address(memptr.ptr)
-    return _fake(np.frombuffer(buf, dtype).reshape(shape))
-
-
 runtime = SimpleNamespace(
     memcpyAsync=_memcpy_async, hostAlloc=_host_alloc, freeHost=_free_host, hostAllocMapped=2,
     pointerGetAttributes=lambda ptr: SimpleNamespace(devicePointer=ptr),
@@ -207,22 +227,17 @@ runtime = SimpleNamespace(
     deviceGetAttribute=lambda attr, device: 227 * 1024)
 cuda = SimpleNamespace(
     Stream=_Stream, Event=lambda **kw: _Event(), get_current_stream=lambda: _Stream(),
-    runtime=runtime, alloc_pinned_memory=_Pinned, Device=lambda *a: SimpleNamespace(id=0),
-    UnownedMemory=UnownedMemory, MemoryPointer=MemoryPointer)
+    runtime=runtime, alloc_pinned_memory=_Pinned, UnownedMemory=UnownedMemory,
+    MemoryPointer=MemoryPointer, Device=lambda *a: SimpleNamespace(id=0, mem_info=(2**34, 2**34)))
 
 
 def install(monkeypatch) -> None:
-    """Make the CUDA launchers and backend use this module for ``cupy`` (undone by
-    ``monkeypatch``). The launchers cache compiled modules: the caller empties those caches
-    (:func:`clear_caches`) before and after."""
+    """Make this module ``cupy`` for every ``import cupy`` that follows (fastrnn imports it
+    lazily, inside functions), undone by ``monkeypatch``. The launchers cache compiled modules:
+    the caller empties those caches (:func:`clear_caches`) before and after."""
     import sys
 
-    from fastrnn.kernels import cuda as launchers
-
-    from fastrnn.backends import cuda as backend
-
-    monkeypatch.setattr(launchers, "_cupy", lambda: sys.modules[__name__])
-    monkeypatch.setattr(backend, "_cp", lambda: sys.modules[__name__])
+    monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
 
 
 def clear_caches() -> None:
