@@ -3,13 +3,15 @@ matches the reference, and training is deterministic (what holds bitwise, and wh
 where it does not).
 
 Every training test runs on every backend of :class:`RNNClassifier`: the reference, the CPU kernels,
-and the CUDA kernels (GPU only, skipped elsewhere).
+the CUDA kernels (GPU only, skipped elsewhere), and the same CUDA backend on the CPU emulator
+("cuda-emu": its Python and .cu kernels, with tests/cuda_emu/fake_cupy.py for CuPy).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,18 +35,39 @@ from tests.tolerances import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-#: the three ways to run a classifier: (device, backend) of RNNClassifier
-RUNNERS = ["reference", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+#: the ways to run a classifier: the reference, the CPU kernels, the CUDA kernels on a GPU, and
+#: "cuda-emu": the cuda device with tests/cuda_emu/fake_cupy.py as CuPy (the backend's Python and
+#: .cu kernels on the CPU emulator)
+RUNNERS = ["reference", "cpu", pytest.param("cuda", marks=pytest.mark.gpu),
+           pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)]
 #: (runner, dtype) pairs: the CUDA backend computes in float32 only
 RUNNER_DTYPES = [(r, d) for r in ("reference", "cpu") for d in ("float32", "float64")] + [
-    pytest.param("cuda", "float32", marks=pytest.mark.gpu)]
+    pytest.param("cuda", "float32", marks=pytest.mark.gpu),
+    pytest.param("cuda-emu", "float32", marks=pytest.mark.cuda_emu)]
+
+
+@pytest.fixture(autouse=True)
+def _emulated_cuda(request, monkeypatch):
+    """Tests of the "cuda-emu" runner see the stand-in CuPy (and need g++)."""
+    if getattr(request.node, "callspec", None) is None or \
+            request.node.callspec.params.get("runner") != "cuda-emu":
+        yield
+        return
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    from tests.cuda_emu import fake_cupy
+
+    fake_cupy.clear_caches()
+    fake_cupy.install(monkeypatch)
+    yield
+    fake_cupy.clear_caches()
 
 
 def make(runner: str, **kw) -> fastrnn.RNNClassifier:
     kw = {"input_size": 5, "hidden_size": 7, "num_layers": 2, "num_classes": 3, "seed": 0} | kw
     if runner == "reference":
         return fastrnn.RNNClassifier(device="cpu", backend="reference", **kw)
-    return fastrnn.RNNClassifier(device=runner, **kw)
+    return fastrnn.RNNClassifier(device=runner.removesuffix("-emu"), **kw)
 
 
 def host(a) -> np.ndarray:
@@ -150,7 +173,8 @@ def _run_steps(runner, dtype, steps, clip_norm, lr=1e-2):
 
 
 @pytest.mark.parametrize("runner, dtype", [
-    ("cpu", "float64"), ("cpu", "float32"), pytest.param("cuda", "float32", marks=pytest.mark.gpu)])
+    ("cpu", "float64"), ("cpu", "float32"), pytest.param("cuda", "float32", marks=pytest.mark.gpu),
+    pytest.param("cuda-emu", "float32", marks=pytest.mark.cuda_emu)])
 def test_clipped_steps_match_the_reference(runner, dtype):
     """5 steps with a clip_norm well under the gradient norm: losses and gradient norms step by
     step, and the parameters after, against the reference backend (measured on an H200 for
@@ -260,15 +284,16 @@ def test_a_process_forked_mid_training_trains_on_with_the_same_bits(tmp_path, cp
     assert np.load(parent).tobytes() == cpu_runs[0].tobytes()
 
 
-@pytest.mark.gpu
-def test_gpu_after_100_steps_is_close_to_the_cpu(cpu_runs):
+@pytest.mark.parametrize("runner", [pytest.param("cuda", marks=pytest.mark.gpu),
+                                    pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)])
+def test_gpu_after_100_steps_is_close_to_the_cpu(cpu_runs, runner):
     """Not bitwise (other summation orders and tanh): within CPU_GPU_100_STEPS_F32; the GPU run is
     bitwise reproducible in itself."""
     P = make("cpu").spec.size
-    gpu = train_100("cuda")
-    assert_close("params after 100 steps (cuda vs cpu, float32)", cpu_runs[0][:P], gpu[:P],
+    gpu = train_100(runner)
+    assert_close(f"params after 100 steps ({runner} vs cpu, float32)", cpu_runs[0][:P], gpu[:P],
                  CPU_GPU_100_STEPS_F32)
-    assert gpu.tobytes() == train_100("cuda").tobytes()
+    assert gpu.tobytes() == train_100(runner).tobytes()
 
 
 # ---- clip_norm as a model setting -------------------------------------------------------------

@@ -221,7 +221,8 @@ class MemoryPointer:
 
 
 runtime = SimpleNamespace(
-    memcpyAsync=_memcpy_async, hostAlloc=_host_alloc, freeHost=_free_host, hostAllocMapped=2,
+    getDeviceCount=lambda: 1, memcpyAsync=_memcpy_async, hostAlloc=_host_alloc,
+    freeHost=_free_host, hostAllocMapped=2,
     pointerGetAttributes=lambda ptr: SimpleNamespace(devicePointer=ptr),
     cudaDevAttrMaxSharedMemoryPerBlockOptin=97,
     deviceGetAttribute=lambda attr, device: 227 * 1024)
