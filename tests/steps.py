@@ -60,3 +60,24 @@ def run_steps(cp, backend_name, spec, steps, B, T, monkeypatch=None, graph=True,
         out.append(res)
     loss, acc, norm = (np.array(c) for c in zip(*out))
     return loss, acc, norm, host(params), clf
+
+
+def check_inference(cp, spec, B, T, calls=2):
+    """The cuda backend's ``predict`` and ``evaluate`` (``cp``: the CuPy module it uses) against
+    the reference's on a random batch, ``calls`` times (later calls run the cached launch
+    arguments)."""
+    from fastrnn.backends import get_backend
+    from tests.tolerances import KERNEL_F32_FORWARD, assert_close
+
+    params = init_params(spec, 1)
+    x, labels = batch(spec, B, T, 7)
+    ref_clf = get_backend("reference").classifier(spec)
+    clf = get_backend("cuda").classifier(spec)
+    logits_r = ref_clf.predict(params.astype(np.float64), x.astype(np.float64))
+    loss_r, acc_r = ref_clf.evaluate(params.astype(np.float64), x.astype(np.float64), labels)
+    dp, dx, dl = cp.asarray(params), cp.asarray(x), cp.asarray(labels)
+    for _ in range(calls):
+        assert_close("logits", logits_r, cp.asnumpy(clf.predict(dp, dx)), KERNEL_F32_FORWARD)
+        loss, acc = clf.evaluate(dp, dx, dl)
+        assert_close("eval loss", loss_r, loss, KERNEL_F32_FORWARD)
+        assert abs(acc - acc_r) <= 1 / B + 1e-12

@@ -16,10 +16,10 @@ import shutil
 import numpy as np
 import pytest
 
-from fastrnn.params import ModelSpec, init_params
+from fastrnn.params import ModelSpec
 from tests import emu_cases as cases
 from tests.cuda_emu import fake_cupy
-from tests.steps import batch, run_steps
+from tests.steps import check_inference, run_steps
 from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
 
 pytestmark = [pytest.mark.cuda_emu,
@@ -58,21 +58,7 @@ def test_classifier_steps_match_the_reference(fake_cp, monkeypatch, I, H, layers
 
 @pytest.mark.parametrize("I,H,layers", SHAPES)
 def test_evaluate_and_predict_match_the_reference(fake_cp, I, H, layers):  # noqa: E741
-    from fastrnn.backends import get_backend
-
-    spec = ModelSpec(I, H, layers, 4)
-    params = init_params(spec, 1)
-    x, labels = batch(spec, 6, 7, 3)
-    ref_clf = get_backend("reference").classifier(spec)
-    clf = get_backend("cuda").classifier(spec)
-    logits_r = ref_clf.predict(params.astype(np.float64), x.astype(np.float64))
-    loss_r, acc_r = ref_clf.evaluate(params.astype(np.float64), x.astype(np.float64), labels)
-    dp, dx, dl = fake_cp.asarray(params), fake_cp.asarray(x), fake_cp.asarray(labels)
-    for _ in range(2):  # the second call runs the cached launch arguments
-        assert_close("logits", logits_r, fake_cp.asnumpy(clf.predict(dp, dx)), KERNEL_F32_FORWARD)
-        loss, acc = clf.evaluate(dp, dx, dl)
-        assert_close("eval loss", loss_r, loss, KERNEL_F32_FORWARD)
-        assert abs(acc - acc_r) <= 1 / 6 + 1e-12
+    check_inference(fake_cp, ModelSpec(I, H, layers, 4), 6, 7)
 
 
 @pytest.mark.parametrize("time_major", [False, True])

@@ -15,7 +15,7 @@ import pytest
 from fastrnn import reference as ref
 from fastrnn.params import ModelSpec, init_params
 from tests import emu_cases as cases
-from tests.steps import batch, run_steps
+from tests.steps import batch, check_inference, run_steps
 from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
 
 pytestmark = pytest.mark.gpu
@@ -278,20 +278,7 @@ def test_classifier_general_path(cp, I, H, layers, monkeypatch):
 
 @pytest.mark.parametrize("layers", [1, 3])
 def test_evaluate_and_predict(cp, layers):
-    from fastrnn.backends import get_backend
-
-    spec = ModelSpec(28, 31, layers, 10)
-    params = init_params(spec, 1)
-    x, labels = batch(spec, 300, 28, 7)
-    ref_clf = get_backend("reference").classifier(spec)
-    cu_clf = get_backend("cuda").classifier(spec)
-    logits_r = ref_clf.predict(params.astype(np.float64), x.astype(np.float64))
-    loss_r, acc_r = ref_clf.evaluate(params.astype(np.float64), x.astype(np.float64), labels)
-    dp, dx, dl = cp.asarray(params), cp.asarray(x), cp.asarray(labels)
-    assert_close("logits", logits_r, cp.asnumpy(cu_clf.predict(dp, dx)), KERNEL_F32_FORWARD)
-    loss, acc = cu_clf.evaluate(dp, dx, dl)
-    assert_close("eval loss", loss_r, loss, KERNEL_F32_FORWARD)
-    assert abs(acc - acc_r) <= 1 / 300 + 1e-12
+    check_inference(cp, ModelSpec(28, 31, layers, 10), 300, 28)
 
 
 def test_predict_follows_the_parameter_buffer(cp):
