@@ -54,8 +54,14 @@ from __future__ import annotations
 
 import functools
 import gc
+import importlib
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import types
+import warnings
 
 import numba
 from numba.core import config
@@ -148,6 +154,63 @@ class ParallelKernel:
 
     def __call__(self, *args):
         return (self.serial if _serial_only else self.parallel)(*args)
+
+
+#: seconds a compile helper process may take before this process compiles its share itself
+HELPER_TIMEOUT_S = 300
+
+
+def compile_in_two_processes(here, there) -> None:
+    """Compile two lists of ``(dispatcher, argument types)`` at the same time, on a cold cache.
+
+    Compiles (or loads) ``here[0]`` first, as a probe: if it came from the on-disk cache or was
+    already in memory, nothing else happens (the callers load from the cache when first called).
+    Otherwise a helper Python process compiles ``there`` into Numba's on-disk cache
+    (``NUMBA_CACHE_DIR`` as this process sees it) while this process compiles the rest of
+    ``here``, and waits for it; a caller compiled afterwards loads ``there`` from the cache. The
+    two lists must share no function. If the helper fails or runs past
+    :data:`HELPER_TIMEOUT_S`, it is stopped with a warning and ``there`` is compiled here on first
+    use, as without it. Dispatchers must be module-level names of their modules.
+    """
+    probe, sig = here[0]
+    misses = sum(probe.stats.cache_misses.values())
+    probe.compile(sig)
+    if sum(probe.stats.cache_misses.values()) == misses:
+        return
+    jobs = pickle.dumps([(d.py_func.__module__, d.py_func.__name__, s) for d, s in there])
+    env = dict(os.environ)
+    if config.CACHE_DIR:
+        env["NUMBA_CACHE_DIR"] = config.CACHE_DIR
+    code = f"import sys; sys.path[:] = {sys.path!r}; import {__name__} as m; m._helper_main()"
+    with tempfile.TemporaryFile() as err:
+        try:
+            helper = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=err, env=env)
+            helper.stdin.write(jobs)
+            helper.stdin.close()
+        except OSError as e:
+            warnings.warn(f"fastrnn: no compile helper process ({e}); compiling here",
+                          stacklevel=2)
+            helper = None
+        for d, s in here[1:]:
+            d.compile(s)
+        if helper is None:
+            return
+        try:
+            failed = helper.wait(timeout=HELPER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            failed = helper.wait()
+        if failed:
+            err.seek(0)
+            warnings.warn("fastrnn: the compile helper process failed or timed out; compiling "
+                          "here:\n" + err.read()[-2000:].decode(errors="replace"), stacklevel=2)
+
+
+def _helper_main() -> None:
+    """The helper process of :func:`compile_in_two_processes`: compile the pickled jobs on stdin."""
+    for module, name, sig in pickle.load(sys.stdin.buffer):
+        getattr(importlib.import_module(module), name).compile(sig)
 
 
 if __name__ == "__main__":  # the micro-benchmarks quoted above
