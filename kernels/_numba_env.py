@@ -29,6 +29,17 @@ step's first compile (~24 s -> ~20 s without them; measured by ``gc.set_threshol
 still run, cycles are freed by the next full collection after it) and restores the user's
 thresholds after. Peak memory of that compile rises from ~310 MB to ~475 MB.
 
+Cold compile on two cores
+-------------------------
+Numba compiles one function at a time, and a caller links every callee's LLVM module into its
+own and optimises and emits it again, so each library level above the kernels costs ~0.8 s.
+On a cold cache, :func:`compile_in_two_processes` has a helper process compile about half of a
+kernel's callees into the on-disk cache while this process compiles the other half
+(``train_cpu.ClassifierStep`` does it for ``step_kernel``); a warm cache costs one cached load.
+Showcase training step (``python -c`` command in ``rnn_cpu``'s docstring), medians of alternating
+runs on the README's 2-vCPU machine: ~25 s before, ~20 s without full collections, ~15 s with the
+helper process (1 or 3 layers alike); loading it from the cache: ~1 s.
+
 Threading layer
 ---------------
 fastrnn asks Numba for OpenMP first (``THREADING_LAYER_PRIORITY`` = omp, tbb, workqueue) unless the
