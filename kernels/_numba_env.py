@@ -38,7 +38,7 @@ kernel's callees into the on-disk cache while this process compiles the other ha
 (``train_cpu.ClassifierStep`` does it for ``step_kernel``); a warm cache costs one cached load.
 Showcase training step (``python -c`` command in ``rnn_cpu``'s docstring), medians of alternating
 runs on the README's 2-vCPU machine: ~25 s before, ~20 s without full collections, ~15 s with the
-helper process (1 or 3 layers alike); loading it from the cache: ~1 s.
+helper process (1 or 3 layers alike; when another job holds a core, ~22 s); from the cache: 0.4 s.
 
 Threading layer
 ---------------
