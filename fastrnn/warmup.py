@@ -1,10 +1,10 @@
 """Compile (or load) a device's kernels up front, and say how long it took.
 
-fastrnn's CPU kernels are compiled by Numba the first time they run for a dtype (~25 s on 2 cores)
-and cached on disk, so later processes load them in well under a second; the CUDA kernels are
-compiled by NVRTC on first use and cached by CuPy. Without a warm-up that one-time cost lands
-silently in the first training step. :func:`warmup` runs every operation once on tiny inputs and
-reports what happened::
+fastrnn's CPU kernels are compiled by Numba the first time they run for a dtype (~15 s for the
+classifier step on 2 cores) and cached on disk, so later processes load them in about a second;
+the CUDA kernels are compiled by NVRTC on first use and cached by CuPy. Without a warm-up that
+one-time cost lands silently in the first training step. :func:`warmup` runs every operation
+once on tiny inputs and reports what happened::
 
     >>> from fastrnn.warmup import warmup
     >>> print(warmup("cpu"))                              # doctest: +SKIP

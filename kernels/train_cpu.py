@@ -40,10 +40,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, typeof
 
 from . import rnn_cpu
-from ._numba_env import JIT_OPTIONS, ParallelKernel
+from ._numba_env import JIT_OPTIONS, ParallelKernel, compile_in_two_processes
 
 
 @njit(**JIT_OPTIONS)
@@ -194,11 +194,12 @@ def pack_kernel(params, layout, o_w, H, wih_t, whh_t, bias, wih_p, whh_p, wout_t
 
 
 @njit(**JIT_OPTIONS)
-def _chunk_step(c, xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t,
-                wout_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b,
-                part_w, part_bo, logits, dlogits, lengths, chunk_loss, chunk_correct):
+def _chunk_step(c, args):
     """Chunk ``c`` of :func:`step_kernel`: its rows through every layer forward, the head, and
     (if ``train``) every layer backward, into its own partial gradients ``part_*[c]``."""
+    (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
+     hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
+     dlogits, lengths, chunk_loss, chunk_correct) = args
     B = xs.shape[1]
     L = layout.shape[0]
     H = h_n.shape[2]
@@ -225,12 +226,6 @@ def _chunk_step(c, xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, 
                 rnn_cpu._dx_chunk(dz, wih_p[k], dxy[k & 1], lo, hi)
             rnn_cpu._weight_grads_chunk(inp, h0, ys[k], dz, part_ih[c, k], part_hh[c, k],
                                         part_b[c, k], lo, hi)
-
-
-@njit(**JIT_OPTIONS)
-def _chunk_step_args(c, args):
-    """:func:`_chunk_step` on the tuple of its other arguments."""
-    _chunk_step(c, *args)
 
 
 @njit(**JIT_OPTIONS)
@@ -359,7 +354,7 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
             ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w,
             part_bo, logits, dlogits, lengths, chunk_loss, chunk_correct)
     for c in prange(nc):
-        _chunk_step_args(np.int64(c), args)  # the parallel body sees c as uint64
+        _chunk_step(np.int64(c), args)  # the parallel body sees c as uint64
     loss = 0.0
     correct = 0
     for c in range(nc):
@@ -380,6 +375,35 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
             _adam_all(params, m, v, layout, out_offsets, hyper, step, scale, part_ih, part_hh,
                       part_b, part_w, part_bo)
     return loss, correct, norm
+
+
+def _compile_halves(params, m, v, xs, labels, layout, out_offsets, hyper, step, train, wih_t,
+                    whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0,
+                    dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits, dlogits,
+                    lengths, chunk_loss, chunk_correct):
+    """The functions :func:`step_kernel` calls, typed as it calls them with these arguments, in
+    two halves for ``compile_in_two_processes``: ``(here, there)``, ~8 s of cold compile each
+    (2-vCPU machine of the README, float32). ``tests/test_kernels_cpu.py`` checks the types."""
+    H, C = h_n.shape[2], wout_p.shape[0]
+    here = [  # pack_kernel first: a cheap probe of the cache (same source file as step_kernel)
+        (pack_kernel, (params, layout, 0, H, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p)),
+        (_adam_all, (params, m, v, layout, out_offsets, hyper, step, 1.0, part_ih, part_hh,
+                     part_b, part_w, part_bo)),
+        (_head_rows, (ys[0, 0], wout_t, wout_p, params[:C], labels, logits, dlogits, dh_top,
+                      part_w[0], part_bo[0], train, 0, 0)),
+        (rnn_cpu._backward_chunk, (dxy[2], dh_top, whh_p[0], ys[0], lengths, dh0, dhbuf, dz, 0,
+                                   0)),
+        (rnn_cpu._dx_chunk, (dz, wih_p[0], dxy[0], 0, 0)),
+        (rnn_cpu._weight_grads_chunk, (xs, h0, ys[0], dz, part_ih[0, 0], part_hh[0, 0],
+                                       part_b[0, 0], 0, 0)),
+    ]
+    there = [
+        (rnn_cpu._forward_chunk, (xs, h0, wih_t[0], whh_t[0], bias[0], lengths, ys[0], h_n[0],
+                                  hbuf, 0, 0)),
+        (_reduce, (layout, part_ih, part_hh, part_b, part_w, part_bo)),
+    ]
+    return ([(f, tuple(map(typeof, args))) for f, args in here],
+            [(f, tuple(map(typeof, args))) for f, args in there])
 
 
 def _padded_head(h: np.ndarray, w: np.ndarray):
@@ -472,11 +496,15 @@ class ClassifierStep:
                         z(nc, np.int64))
         self.hyper = np.zeros(5, np.float64)
         self.no_labels = z(B, np.int64)
+        self._first_run = True
 
     def _run(self, params, m, v, step, x, labels, train):
-        loss, correct, norm = step_kernel(params, m, v, x.swapaxes(0, 1), labels, self.layout,
-                                          self.out_offsets, self.hyper, step, train, *self.ws,
-                                          *self.ws_tail)
+        args = (params, m, v, x.swapaxes(0, 1), labels, self.layout, self.out_offsets, self.hyper,
+                step, train, *self.ws, *self.ws_tail)
+        if self._first_run:  # on a cold cache: compile step_kernel's callees on two cores
+            self._first_run = False
+            compile_in_two_processes(*_compile_halves(*args))
+        loss, correct, norm = step_kernel(*args)
         B = x.shape[0]
         return loss / B, correct / B, norm
 

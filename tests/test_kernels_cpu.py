@@ -204,3 +204,47 @@ def test_train_step_bitwise_reproducible():
             numba.set_num_threads(saved)
     assert np.array_equal(runs[0], runs[1])  # same step twice
     assert np.array_equal(runs[0], runs[2])  # and on one thread
+
+
+_COLD_FIRST_STEP = """
+import sys, warnings
+import numpy as np
+from fastrnn.kernels import train_cpu
+halves = []
+_compile_halves = train_cpu._compile_halves
+train_cpu._compile_halves = lambda *args: halves.append(_compile_halves(*args)) or halves[-1]
+sys.executable = sys.argv[1]  # the helper process's interpreter
+import fastrnn
+model = fastrnn.RNNClassifier(5, 3, 2, 4, seed=0)
+x = np.random.default_rng(0).random((3, 4, 5), dtype=np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    loss = model.train_step(x, np.array([0, 3, 1]))[0]
+here, there = halves[0]
+for f, sig in here + there:
+    assert f.signatures == [sig], (f, f.signatures, sig)  # typed as step_kernel calls them
+print(len(caught), sum(sum(f.stats.cache_misses.values()) for f, _ in there), loss.hex())
+"""
+
+
+@pytest.mark.slow
+def test_cold_first_step_compiles_in_two_processes(tmp_path):
+    """On a cold cache the helper process compiles ``there`` (this process loads it, no miss);
+    a helper that fails (``false`` as its interpreter) leaves a warning and an in-process compile
+    of the same kernels, with the same result."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    runs = []
+    for helper in (sys.executable, shutil.which("false")):
+        cache = tmp_path / os.path.basename(helper)
+        r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, helper], capture_output=True,
+                           text=True, timeout=600, env=os.environ | {"NUMBA_CACHE_DIR": str(cache)})
+        assert r.returncode == 0, r.stdout + r.stderr
+        runs.append(r.stdout.split())
+    (warned, misses, loss), (warned_f, misses_f, loss_f) = runs
+    assert (warned, misses) == ("0", "0")
+    assert warned_f == "1" and int(misses_f) > 0
+    assert loss == loss_f
