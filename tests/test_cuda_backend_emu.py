@@ -11,8 +11,6 @@ Run: ``pytest tests/test_cuda_backend_emu.py`` (needs g++).
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -22,16 +20,13 @@ from tests.cuda_emu import fake_cupy
 from tests.steps import check_inference, run_steps
 from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
 
-pytestmark = [pytest.mark.cuda_emu,
-              pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")]
+pytestmark = pytest.mark.cuda_emu
 
 
 @pytest.fixture
 def fake_cp(monkeypatch):
-    fake_cupy.clear_caches()
-    fake_cupy.install(monkeypatch)
-    yield fake_cupy
-    fake_cupy.clear_caches()
+    with fake_cupy.installed(monkeypatch) as cp:
+        yield cp
 
 
 #: (I, H, layers): the warp kernels (1 and 3 layers) and the general path (GEMMs, block kernels)

@@ -13,7 +13,6 @@ are cached.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,14 +142,10 @@ def backend_xp(backend, monkeypatch):
     if backend != "cuda-emu":
         yield backend, pytest.importorskip("cupy") if backend == "cuda" else np
         return
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++")
     from tests.cuda_emu import fake_cupy
 
-    fake_cupy.clear_caches()
-    fake_cupy.install(monkeypatch)
-    yield "cuda", fake_cupy
-    fake_cupy.clear_caches()
+    with fake_cupy.installed(monkeypatch) as cp:
+        yield "cuda", cp
 
 
 @pytest.mark.parametrize("backend", [*BACKENDS, pytest.param("cuda-emu",

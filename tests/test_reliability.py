@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,14 +52,10 @@ def _emulated_cuda(request, monkeypatch):
             request.node.callspec.params.get("runner") != "cuda-emu":
         yield
         return
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++")
     from tests.cuda_emu import fake_cupy
 
-    fake_cupy.clear_caches()
-    fake_cupy.install(monkeypatch)
-    yield
-    fake_cupy.clear_caches()
+    with fake_cupy.installed(monkeypatch):
+        yield
 
 
 def make(runner: str, **kw) -> fastrnn.RNNClassifier:

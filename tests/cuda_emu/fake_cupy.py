@@ -1,6 +1,6 @@
 """The slice of CuPy that fastrnn's CUDA launchers and backend use, on NumPy and the CPU emulator.
 
-``install(monkeypatch)`` makes this module ``cupy`` (in ``sys.modules``), so the GPU backend's
+``installed(monkeypatch)`` makes this module ``cupy`` (in ``sys.modules``), so the GPU backend's
 Python (the API edge with "CuPy" arrays, the classifier's step and its CUDA-graph replay,
 ``predict``/``evaluate``, the functional launchers) runs on a machine without a GPU:
 
@@ -10,41 +10,35 @@ Python (the API edge with "CuPy" arrays, the classifier's step and its CUDA-grap
   (``harness.load``), and each launch runs there to completion, in program order;
 - streams and events only keep program order (the emulator runs one launch at a time); stream
   capture records launches and copies into a graph whose ``launch`` replays them;
-- page-locked and mapped host memory is plain host memory (its device pointer is its address).
+- page-locked host memory is plain host memory.
 
 What this cannot check: the CUDA runtime's own rules (which calls a capture accepts, concurrency
-between streams, what mapped memory costs). Those need a GPU (``pytest -m gpu``).
+between streams, what a copy costs). Those need a GPU (``pytest -m gpu``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import re
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from tests.cuda_emu.harness import load
 
 float32, float64, int32, int64 = np.float32, np.float64, np.int32, np.int64
 
 _capture: list | None = None  # the launches and copies of the stream capture in progress
-_host: dict[int, ctypes.Array] = {}  # hostAlloc'ed buffers by address
 
 
 class FakeArray(np.ndarray):
-    """A NumPy array with CuPy's ``a.data.ptr`` and ``a.get()``, and ``cp.ndarray(shape, dtype,
-    memptr)``. Its ``__module__`` starts with "cupy", so fastrnn's API edge takes it for a CuPy
-    array (and picks the cuda backend)."""
+    """A NumPy array with CuPy's ``a.data.ptr`` and ``a.get()``. Its ``__module__`` starts with
+    "cupy", so fastrnn's API edge takes it for a CuPy array (and picks the cuda backend)."""
 
     __module__ = "cupy (fake: tests/cuda_emu/fake_cupy.py)"
-
-    def __new__(cls, shape, dtype=np.float64, memptr=None):
-        if memptr is None:
-            return np.empty(shape, dtype).view(cls)
-        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        buf = (ctypes.c_char * n).from_address(memptr.ptr)
-        return np.frombuffer(buf, dtype).reshape(shape).view(cls)
 
     @property
     def data(self):
@@ -56,9 +50,6 @@ class FakeArray(np.ndarray):
 
 def _fake(a) -> FakeArray:
     return np.asarray(a).view(FakeArray)
-
-
-ndarray = FakeArray
 
 
 def empty(shape, dtype=np.float64):
@@ -200,50 +191,34 @@ class _Pinned(bytearray):
         return ctypes.addressof(ctypes.c_char.from_buffer(self))
 
 
-def _host_alloc(nbytes: int, flags: int) -> int:
-    buf = (ctypes.c_char * nbytes)()
-    _host[ctypes.addressof(buf)] = buf
-    return ctypes.addressof(buf)
-
-
-def _free_host(ptr: int) -> None:
-    _host.pop(ptr, None)
-
-
-class UnownedMemory:
-    def __init__(self, ptr: int, size: int, owner, device_id: int = -1):
-        self.ptr, self.size, self.owner = ptr, size, owner
-
-
-class MemoryPointer:
-    def __init__(self, mem: UnownedMemory, offset: int):
-        self.mem, self.ptr = mem, mem.ptr + offset
-
-
 runtime = SimpleNamespace(
-    getDeviceCount=lambda: 1, memcpyAsync=_memcpy_async, hostAlloc=_host_alloc,
-    freeHost=_free_host, hostAllocMapped=2,
-    pointerGetAttributes=lambda ptr: SimpleNamespace(devicePointer=ptr),
+    getDeviceCount=lambda: 1, memcpyAsync=_memcpy_async,
     cudaDevAttrMaxSharedMemoryPerBlockOptin=97,
     deviceGetAttribute=lambda attr, device: 227 * 1024)
 cuda = SimpleNamespace(
     Stream=_Stream, Event=lambda **kw: _Event(), get_current_stream=lambda: _Stream(),
-    runtime=runtime, alloc_pinned_memory=_Pinned, UnownedMemory=UnownedMemory,
-    MemoryPointer=MemoryPointer, Device=lambda *a: SimpleNamespace(id=0, mem_info=(2**34, 2**34)))
+    runtime=runtime, alloc_pinned_memory=_Pinned,
+    Device=lambda *a: SimpleNamespace(id=0, mem_info=(2**34, 2**34)))
 
 
-def install(monkeypatch) -> None:
-    """Make this module ``cupy`` for every ``import cupy`` that follows (fastrnn imports it
-    lazily, inside functions), undone by ``monkeypatch``. The launchers cache compiled modules:
-    the caller empties those caches (:func:`clear_caches`) before and after."""
+@contextlib.contextmanager
+def installed(monkeypatch):
+    """This module as ``cupy`` for every ``import cupy`` inside the block (fastrnn imports it
+    lazily, inside functions), undone by ``monkeypatch``; yields the module. The launchers'
+    caches of compiled modules are emptied before and after, so no fake kernel outlives the block
+    and no real one is used inside it. Skips the test when g++ (the emulator) is missing."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
-
-
-def clear_caches() -> None:
-    """Forget every module, kernel and device attribute the launchers cached (real or fake)."""
     from fastrnn.kernels import cuda as launchers
 
-    for cached in (launchers.load_module, launchers.kernel, launchers._smem_optin):
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ (the CUDA emulator)")
+    caches = (launchers.load_module, launchers.kernel, launchers._smem_optin)
+    for cached in caches:
         cached.cache_clear()
+    monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
+    try:
+        yield sys.modules[__name__]
+    finally:
+        for cached in caches:
+            cached.cache_clear()
