@@ -1,5 +1,7 @@
 """Turn pytest-benchmark JSON into the README's table: median ms per step, GFLOP/s, and how many
-times faster fastrnn runs than each other implementation measured in the same sitting.
+times faster fastrnn runs than each other implementation measured in the same sitting; and, from
+``bench/test_bench_compile.py``, the seconds to a fresh process's first training step against
+their targets.
 
     pytest bench/ --benchmark-only --benchmark-json=bench.json && python bench/report.py bench.json
 """
@@ -13,11 +15,25 @@ from collections import defaultdict
 FAST = ("fastrnn-cpu", "fastrnn-cuda")
 
 
+def first_use_table(benchmarks: list[dict]) -> str:
+    """``bench/test_bench_compile.py``'s seconds (median) against each target."""
+    lines = ["| first training step | layers | seconds | target |", "|---|---|---|---|"]
+    for bm in sorted(benchmarks, key=lambda b: (b["extra_info"]["first_use"],
+                                                b["extra_info"]["layers"])):
+        info, s = bm["extra_info"], bm["stats"]["median"]
+        verdict = "met" if s <= info["target_s"] else "MISSED"
+        lines.append(f"| {info['first_use']} | {info['layers']} | {s:.2f} | "
+                     f"<= {info['target_s']:g} s: {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def table(path: str) -> str:
     with open(path) as f:
         data = json.load(f)
+    first_use = [bm for bm in data["benchmarks"] if "first_use" in bm["extra_info"]]
+    steps = [bm for bm in data["benchmarks"] if "first_use" not in bm["extra_info"]]
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
-    for bm in data["benchmarks"]:
+    for bm in steps:
         info = bm["extra_info"]
         key = (info["quantity"], info["shape"], info["layers"])
         groups[key][info["impl"]] = {"median": bm["stats"]["median"], "flops": info["flops"]}
@@ -45,7 +61,9 @@ def table(path: str) -> str:
     machine = ", ".join(f"{k} {info[k]}" for k in (
         "cpu", "cores", "numba", "numba_threads", "numba_threading_layer", "torch",
         "torch_threads", "numpy", "blas", "OPENBLAS_CORETYPE") if k in info)
-    return "\n".join(lines) + f"\n\nMedians of pytest-benchmark rounds; {machine}.\n"
+    out = ("\n".join(lines) + "\n\n") if steps else ""
+    out += (first_use_table(first_use) + "\n") if first_use else ""
+    return out + f"Medians of pytest-benchmark rounds; {machine}.\n"
 
 
 if __name__ == "__main__":

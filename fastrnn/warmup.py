@@ -1,6 +1,6 @@
 """Compile (or load) a device's kernels up front, and say how long it took.
 
-fastrnn's CPU kernels are compiled by Numba the first time they run for a dtype (~15 s for the
+fastrnn's CPU kernels are compiled by Numba the first time they run for a dtype (~11 s for the
 classifier step on 2 cores) and cached on disk, so later processes load them in about a second;
 the CUDA kernels are compiled by NVRTC on first use and cached by CuPy. Without a warm-up that
 one-time cost lands silently in the first training step. :func:`warmup` runs every operation
@@ -8,7 +8,7 @@ once on tiny inputs and reports what happened::
 
     >>> from fastrnn.warmup import warmup
     >>> print(warmup("cpu"))                              # doctest: +SKIP
-    CPU kernels (float32): compiled in 18.2 s (first use; cached for later runs)
+    CPU kernels (float32): compiled in 11.4 s (first use; cached for later runs)
     >>> print(warmup("cpu"))                              # doctest: +SKIP
     CPU kernels (float32): ready in 0.00 s (already loaded)
 
@@ -52,7 +52,7 @@ class WarmupReport:
     loaded: int | None
 
     def outcome(self) -> str:
-        """``"compiled in 18.2 s (first use; …)"``, ``"loaded from cache in 0.4 s"``, …"""
+        """``"compiled in 11.4 s (first use; …)"``, ``"loaded from cache in 0.4 s"``, …"""
         if self.compiled is None:
             return (f"ready in {self.seconds:.1f} s (NVRTC compiles on first use; CuPy caches the "
                     f"result on disk)")

@@ -32,13 +32,22 @@ thresholds after. Peak memory of that compile rises from ~310 MB to ~475 MB.
 Cold compile on two cores
 -------------------------
 Numba compiles one function at a time, and a caller links every callee's LLVM module into its
-own and optimises and emits it again, so each library level above the kernels costs ~0.8 s.
-On a cold cache, :func:`compile_in_two_processes` has a helper process compile about half of a
-kernel's callees into the on-disk cache while this process compiles the other half
-(``train_cpu.ClassifierStep`` does it for ``step_kernel``); a warm cache costs one cached load.
-Showcase training step (``python -c`` command in ``rnn_cpu``'s docstring), medians of alternating
-runs on the README's 2-vCPU machine: ~25 s before, ~20 s without full collections, ~15 s with the
-helper process (1 or 3 layers alike; when another job holds a core, ~22 s); from the cache: 0.4 s.
+own and optimises and emits it again, so each library level above the kernels costs ~0.8 s
+(a ``prange`` adds three levels: the parallel body and two wrappers). Two things keep that off
+the classifier step's first use:
+
+- ``train_cpu.step_kernel`` calls its parallel body, ``_chunk_step``, by address
+  (``train_cpu._call_at``), so neither it nor its three ``prange`` levels link the chunk code;
+- on a cold cache, :func:`compile_in_two_processes` has a helper process compile part of the
+  kernels (``_forward_chunk``, then ``step_kernel`` itself) into the on-disk cache while this
+  process compiles the rest; then ``_chunk_step`` (which links all the chunk code, once) is
+  compiled here. A warm cache costs one cached load.
+
+First training step of the showcase (``python -c`` command in ``rnn_cpu``'s docstring) on the
+README's 2-vCPU machine: ~25 s with one process and Numba's defaults; ~15 s with full collections
+off and the helper process; 10.5-10.9 s with the call by address as well (1 or 3 layers, against
+14.7-15.1 s in alternating runs of the same sitting); from the cache: 0.4 s. With Python's start
+and the import: ``pytest bench/test_bench_compile.py --benchmark-only``.
 
 Threading layer
 ---------------
@@ -179,7 +188,8 @@ def compile_in_two_processes(here, there) -> None:
     Otherwise a helper Python process compiles ``there`` into Numba's on-disk cache
     (``NUMBA_CACHE_DIR`` as this process sees it) while this process compiles the rest of
     ``here``, and waits for it; a caller compiled afterwards loads ``there`` from the cache. The
-    two lists must share no function. If the helper fails or runs past
+    two lists must share no function; a :class:`ParallelKernel`'s ``parallel`` dispatcher may be
+    in ``there``. If the helper fails or runs past
     :data:`HELPER_TIMEOUT_S`, it is stopped with a warning and ``there`` is compiled here on first
     use, as without it. Dispatchers must be module-level names of their modules.
     """
@@ -197,12 +207,16 @@ def compile_in_two_processes(here, there) -> None:
         try:
             helper = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, stderr=err, env=env)
-            helper.stdin.write(jobs)
-            helper.stdin.close()
         except OSError as e:
             warnings.warn(f"fastrnn: no compile helper process ({e}); compiling here",
                           stacklevel=2)
             helper = None
+        else:
+            try:
+                helper.stdin.write(jobs)
+                helper.stdin.close()
+            except BrokenPipeError:  # it died before reading its jobs: reported as failed below
+                pass
         for d, s in here[1:]:
             d.compile(s)
         if helper is None:
@@ -221,7 +235,8 @@ def compile_in_two_processes(here, there) -> None:
 def _helper_main() -> None:
     """The helper process of :func:`compile_in_two_processes`: compile the pickled jobs on stdin."""
     for module, name, sig in pickle.load(sys.stdin.buffer):
-        getattr(importlib.import_module(module), name).compile(sig)
+        kernel = getattr(importlib.import_module(module), name)
+        (kernel.parallel if isinstance(kernel, ParallelKernel) else kernel).compile(sig)
 
 
 if __name__ == "__main__":  # the micro-benchmarks quoted above

@@ -22,15 +22,15 @@ through a time-major view).
 Launch shape: one Numba call per training step (``step_kernel``; also per predict/evaluate with
 ``train=False``): a serial weight pack (~1 us), then ONE ``prange`` over chunks of
 ``rnn_cpu.chunk_rows(B)`` batch rows (32 for the showcase), each chunk running its rows through
-every layer forward, the head, and every layer backward (``_chunk_step``; its rows stay in L1/L2,
-and it writes only its own rows and its own partial gradients), then a serial tail: the chunks'
-partials summed in chunk order (32 lanes at a time) and the float64 sum of their squares
-(``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``). The tail
-is serial: an OpenMP launch costs ~1.3 us, but a second ``prange`` in ``step_kernel`` adds ~5 s
-to its compile, and a tried version that ran the tail as two more launches of the one parallel
-body was no faster on this 2-vCPU VM (its partials come from both cores' caches). Chunking
-depends on B only: results are bitwise identical run to run and for 1 or any number of threads
-(``test_train_step_bitwise_reproducible``).
+every layer forward, the head, and every layer backward (``_chunk_step``, called by address; its
+rows stay in L1/L2, and it writes only its own rows and its own partial gradients), then a serial
+tail: the chunks' partials summed in chunk order (32 lanes at a time) and the float64 sum of their
+squares (``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``).
+The tail is serial: an OpenMP launch costs ~1.3 us, but a second ``prange`` in ``step_kernel``
+adds ~5 s to its compile, and a tried version that ran the tail as two more launches of the one
+parallel body was no faster on this 2-vCPU VM (its partials come from both cores' caches).
+Chunking depends on B only: results are bitwise identical run to run and for 1 or any number of
+threads (``test_train_step_bitwise_reproducible``).
 
 Check: ``pytest tests/test_kernels_cpu.py``. Time: ``pytest bench/ --benchmark-only -k mnist``.
 """
@@ -40,7 +40,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, typeof
+from numba import njit, prange, typeof, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import rnn_cpu
 from ._numba_env import JIT_OPTIONS, ParallelKernel, compile_in_two_processes
@@ -319,42 +321,64 @@ def _adam_all(params, m, v, layout, out_offsets, hyper, step, scale, part_ih, pa
                 _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e, s)
 
 
+@intrinsic
+def _call_at(typingctx, address, c, args):
+    """``f(c, args)`` for the Numba function ``f`` whose machine code starts at ``address``
+    (``int64``; :func:`address_of`), compiled for exactly ``(typeof(c), typeof(args))`` and
+    returning nothing. Numba links a callee's code into every caller and re-optimises it there;
+    a call by address keeps ``f``'s code out of the caller (see ``step_kernel``)."""
+    argtypes = (c, args)
+
+    def codegen(context, builder, signature, llargs):
+        fnty = context.call_conv.get_function_type(types.none, argtypes)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtypes,
+                                                    llargs[1:])
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(address, c, args), codegen
+
+
+def address_of(dispatcher, argtypes: tuple) -> int:
+    """Address of ``dispatcher``'s machine code for ``argtypes`` (compiled or loaded now)."""
+    dispatcher.compile(argtypes)
+    cres = dispatcher.overloads[tuple(argtypes)]
+    return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+
+
 @ParallelKernel
-def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, train,
-                wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n, hbuf, h0, dh_top, dxy,
-                dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits, dlogits, lengths,
-                chunk_loss, chunk_correct):
+def step_kernel(params, m, v, out_offsets, hyper, step, chunk_step, args):
     """The whole classifier step in one call: forward, head, and if ``train`` BPTT, the
     gradient norm, clipping and Adam.
 
-    xs [T,B,I] (a time-major view of the batch-major x)   labels [B] int64   layout [L,4] int64
-    out_offsets [2] int64 (w_out, b_out)   step >= 1
-    hyper [5] float64 (lr, beta1, beta2, eps, clip_norm; clip_norm 0 = no clipping)
     params, m, v [P] (updated in place if ``train`` and the loss and gradient norm are finite;
-    otherwise not written at all; must not alias each other).
-    Workspaces (see ``ClassifierStep``): ys [L,T,B,HP] per-layer outputs, dxy [3,T,B,HP],
+    otherwise not written at all; must not alias each other)   out_offsets [2] int64 (w_out,
+    b_out)   hyper [5] float64 (lr, beta1, beta2, eps, clip_norm; clip_norm 0 = no clipping)
+    step >= 1   chunk_step: ``address_of(_chunk_step, (int64, typeof(args)))``
+    args: the tuple :func:`_chunk_step` takes: xs [T,B,I] (a time-major view of the batch-major
+    x), labels [B] int64, layout [L,4] int64, train, b_out = params[out_offsets[1]:][:C], then
+    the workspaces (see ``ClassifierStep``): ys [L,T,B,HP] per-layer outputs, dxy [3,T,B,HP],
     part_* [NC,...] per-chunk partial gradients, chunk_loss [NC] float64, chunk_correct [NC].
     Returns ``(sum of row losses, correct count, gradient norm)``, the norm rounded to the
     parameters' dtype (0 unless ``train``); logits are left in ``logits`` [B,CP] (columns < C).
 
-    Launch: 1 serial pack, 1 prange over NC chunks of chunk_rows(B) rows (:func:`_chunk_step`), then
-    the serial :func:`_reduce` and :func:`_adam_all`. Chunking depends on B only: results are
-    bitwise identical for any thread count.
+    Launch: 1 serial pack, 1 prange over NC chunks of chunk_rows(B) rows (:func:`_chunk_step`,
+    called by address, so this kernel's compile neither waits for nor re-emits the chunk code),
+    then the serial :func:`_reduce` and :func:`_adam_all`. Chunking depends on B only: results
+    are bitwise identical for any thread count.
     """
-    T, B, _ = xs.shape
+    (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
+     hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
+     dlogits, lengths, chunk_loss, chunk_correct) = args
+    B = xs.shape[1]
     H = h_n.shape[2]
-    C = wout_p.shape[0]
-    o_w, o_b = out_offsets[0], out_offsets[1]
-    pack_kernel(params, layout, o_w, H, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p)
-    b_out = params[o_b:o_b + C]
+    pack_kernel(params, layout, out_offsets[0], H, wih_t, whh_t, bias, wih_p, whh_p, wout_t,
+                wout_p)
     nc = rnn_cpu.num_chunks_k(B)
-    # the parallel body is one call on one tuple: a small parfor keeps Numba's parfor passes
-    # (compile time) cheap
-    args = (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p,
-            ys, h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w,
-            part_bo, logits, dlogits, lengths, chunk_loss, chunk_correct)
     for c in prange(nc):
-        _chunk_step(np.int64(c), args)  # the parallel body sees c as uint64
+        _call_at(chunk_step, np.int64(c), args)  # the parallel body sees c as uint64
     loss = 0.0
     correct = 0
     for c in range(nc):
@@ -377,19 +401,22 @@ def step_kernel(params, m, v, xs, labels, layout, out_offsets, hyper, step, trai
     return loss, correct, norm
 
 
-def _compile_halves(params, m, v, xs, labels, layout, out_offsets, hyper, step, train, wih_t,
-                    whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n, hbuf, h0, dh_top, dxy, dh0,
-                    dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits, dlogits,
-                    lengths, chunk_loss, chunk_correct):
-    """The functions :func:`step_kernel` calls, typed as it calls them with these arguments, in
-    two halves for ``compile_in_two_processes``: ``(here, there)``, ~8 s of cold compile each
-    (2-vCPU machine of the README, float32). ``tests/test_kernels_cpu.py`` checks the types."""
-    H, C = h_n.shape[2], wout_p.shape[0]
-    here = [  # pack_kernel first: a cheap probe of the cache (same source file as step_kernel)
+def _compile_halves(params, m, v, out_offsets, hyper, step, chunk_step, args):
+    """The kernels of one training step, typed as :func:`step_kernel` calls them with these
+    arguments, in two halves for ``compile_in_two_processes``: ``(here, there)``, ~7-8 s of cold
+    compile each (2-vCPU machine of the README, float32); ``_chunk_step`` comes after both.
+    ``tests/test_kernels_cpu.py`` checks the types."""
+    (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
+     hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
+     dlogits, lengths, chunk_loss, chunk_correct) = args
+    H = h_n.shape[2]
+    here = [  # pack_kernel first: a cheap probe of the cache (same source file as step_kernel);
+        # then step_kernel's other callees, cached before the helper needs them for step_kernel
         (pack_kernel, (params, layout, 0, H, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p)),
+        (_reduce, (layout, part_ih, part_hh, part_b, part_w, part_bo)),
         (_adam_all, (params, m, v, layout, out_offsets, hyper, step, 1.0, part_ih, part_hh,
                      part_b, part_w, part_bo)),
-        (_head_rows, (ys[0, 0], wout_t, wout_p, params[:C], labels, logits, dlogits, dh_top,
+        (_head_rows, (ys[0, 0], wout_t, wout_p, b_out, labels, logits, dlogits, dh_top,
                       part_w[0], part_bo[0], train, 0, 0)),
         (rnn_cpu._backward_chunk, (dxy[2], dh_top, whh_p[0], ys[0], lengths, dh0, dhbuf, dz, 0,
                                    0)),
@@ -400,10 +427,10 @@ def _compile_halves(params, m, v, xs, labels, layout, out_offsets, hyper, step, 
     there = [
         (rnn_cpu._forward_chunk, (xs, h0, wih_t[0], whh_t[0], bias[0], lengths, ys[0], h_n[0],
                                   hbuf, 0, 0)),
-        (_reduce, (layout, part_ih, part_hh, part_b, part_w, part_bo)),
+        (step_kernel.parallel, (params, m, v, out_offsets, hyper, step, chunk_step, args)),
     ]
-    return ([(f, tuple(map(typeof, args))) for f, args in here],
-            [(f, tuple(map(typeof, args))) for f, args in there])
+    return ([(f, tuple(map(typeof, a))) for f, a in here],
+            [(f, tuple(map(typeof, a))) for f, a in there])
 
 
 def _padded_head(h: np.ndarray, w: np.ndarray):
@@ -445,6 +472,11 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps)
 
 
+def _fixed_type(a: np.ndarray, dtype) -> bool:
+    """``a`` is a C-contiguous writable array of ``dtype`` (one Numba type per dtype and rank)."""
+    return a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+
+
 class ClassifierStep:
     """Workspaces for one classifier shape at one (batch, steps), reused every step; each
     operation is one call of :func:`step_kernel`.
@@ -463,7 +495,7 @@ class ClassifierStep:
         L = self.layout.shape[0]
         H, C, B, T = hidden_size, num_classes, batch, steps
         self.out_offsets = np.array(out_offsets, np.int64)
-        dt = np.dtype(dtype)
+        dt = self.dtype = np.dtype(dtype)
         HP = rnn_cpu.padded(H)
         imax = int(self.layout[:, 3].max())
         ipmax = rnn_cpu.padded(imax)
@@ -496,15 +528,27 @@ class ClassifierStep:
                         z(nc, np.int64))
         self.hyper = np.zeros(5, np.float64)
         self.no_labels = z(B, np.int64)
-        self._first_run = True
+        self._chunk_step = None  # its address (step_kernel's argument), once compiled
 
     def _run(self, params, m, v, step, x, labels, train):
-        args = (params, m, v, x.swapaxes(0, 1), labels, self.layout, self.out_offsets, self.hyper,
-                step, train, *self.ws, *self.ws_tail)
-        if self._first_run:  # on a cold cache: compile step_kernel's callees on two cores
-            self._first_run = False
+        # every element of chunk_args has one Numba type per instance, so one _chunk_step
+        # address serves every call (a call with another type would read garbage): x and labels
+        # are copied into that type when needed; params is updated in place, so it must have it
+        if not _fixed_type(params, self.dtype):
+            raise ValueError(f"params: expected a writable C-contiguous array of {self.dtype}, "
+                             f"got dtype {params.dtype}, C-contiguous "
+                             f"{params.flags.c_contiguous}, writable {params.flags.writeable}")
+        x = x if _fixed_type(x, self.dtype) else np.array(x, self.dtype, order="C")
+        labels = labels if _fixed_type(labels, np.int64) else np.array(labels, np.int64, order="C")
+        o_b = self.out_offsets[1]
+        chunk_args = (x.swapaxes(0, 1), labels, self.layout, train,
+                      params[o_b:o_b + self.num_classes], *self.ws, *self.ws_tail)
+        if self._chunk_step is None:  # on a cold cache: compile the kernels on two cores
+            args = (params, m, v, self.out_offsets, self.hyper, step, 0, chunk_args)
             compile_in_two_processes(*_compile_halves(*args))
-        loss, correct, norm = step_kernel(*args)
+            self._chunk_step = address_of(_chunk_step, (types.int64, typeof(chunk_args)))
+        loss, correct, norm = step_kernel(params, m, v, self.out_offsets, self.hyper, step,
+                                          self._chunk_step, chunk_args)
         B = x.shape[0]
         return loss / B, correct / B, norm
 

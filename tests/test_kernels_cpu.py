@@ -206,6 +206,57 @@ def test_train_step_bitwise_reproducible():
     assert np.array_equal(runs[0], runs[2])  # and on one thread
 
 
+def test_train_step_any_layout_of_x_and_labels():
+    """``step_kernel`` calls ``_chunk_step`` by an address compiled for one type of its argument
+    tuple, so one step object turns read-only or strided x and labels into that type: the same
+    bits as contiguous inputs."""
+    from fastrnn.backends import get_backend
+
+    spec = ModelSpec(5, 3, 2, 4)
+    rng = np.random.default_rng(1)
+    x = rng.random((6, 4, 5), dtype=np.float32)
+    labels = rng.integers(0, 4, 12)[::2]  # strided
+    x_ro = x.copy()
+    x_ro.flags.writeable = False
+    batches = [(x, labels.copy()), (x_ro, labels), (np.asfortranarray(x), labels)]
+    runs = []
+    for order in (batches, [batches[0]] * 3):
+        k = get_backend("cpu").classifier(spec)
+        p = init_params(spec, 0)
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        for s, (xb, yb) in enumerate(order):
+            k.train_step(p, m, v, s + 1, xb, yb, 1e-3, 0.9, 0.999, 1e-8, 0.0)
+        runs.append(p)
+    assert np.array_equal(runs[0], runs[1])
+
+
+def test_call_by_address_propagates_exceptions():
+    """``train_cpu._call_at`` returns the callee's exception to the caller, as a direct call
+    does (``NUMBA_BOUNDSCHECK=1`` relies on it)."""
+    from fastrnn.kernels.train_cpu import _call_at, address_of
+    from numba import njit, typeof, types
+
+    @njit
+    def put(c, args):
+        out, n = args
+        if c >= n:
+            raise IndexError("chunk past the end")
+        out[c] = c + 1
+
+    @njit
+    def run(address, chunks, args):
+        for c in range(chunks):
+            _call_at(address, np.int64(c), args)
+
+    out = np.zeros(3)
+    args = (out, 3)
+    address = address_of(put, (types.int64, typeof(args)))
+    run(address, 3, args)
+    assert out.tolist() == [1, 2, 3]
+    with pytest.raises(IndexError, match="chunk past the end"):
+        run(address, 4, args)
+
+
 _COLD_FIRST_STEP = """
 import sys, warnings
 import numpy as np
@@ -224,6 +275,7 @@ here, there = halves[0]
 for f, sig in here + there:
     assert f.signatures == [sig], (f, f.signatures, sig)  # typed as step_kernel calls them
 print(len(caught), sum(sum(f.stats.cache_misses.values()) for f, _ in there), loss.hex())
+print(*(w.message for w in caught), sep=chr(10), file=sys.stderr)
 """
 
 
@@ -246,5 +298,31 @@ def test_cold_first_step_compiles_in_two_processes(tmp_path):
         runs.append(r.stdout.split())
     (warned, misses, loss), (warned_f, misses_f, loss_f) = runs
     assert (warned, misses) == ("0", "0")
-    assert warned_f == "1" and int(misses_f) > 0
+    assert warned_f == "1" and int(misses_f) > 0, r.stderr
     assert loss == loss_f
+
+
+def test_compile_helper_dead_before_its_jobs(monkeypatch):
+    """A compile helper that exits before reading its jobs (``false``, given time to exit) is
+    reported once, as failed, and reaped: no second warning about a still-running process."""
+    import shutil
+    import subprocess
+    import time
+    import warnings
+
+    from fastrnn.kernels import _numba_env
+    from numba import int64, njit
+
+    class SlowToWrite(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            time.sleep(0.3)
+
+    monkeypatch.setattr(_numba_env.subprocess, "Popen", SlowToWrite)
+    monkeypatch.setattr(_numba_env.sys, "executable", shutil.which("false"))
+    probe, there = njit(lambda a: a + 1), njit(lambda a: a - 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _numba_env.compile_in_two_processes([(probe, (int64,))], [(there, (int64,))])
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "helper process failed" in messages[0], messages
