@@ -33,15 +33,19 @@ Cold compile on two cores
 -------------------------
 Numba compiles one function at a time, and a caller links every callee's LLVM module into its
 own and optimises and emits it again, so each library level above the kernels costs ~0.8 s
-(a ``prange`` adds three levels: the parallel body and two wrappers). Two things keep that off
-the classifier step's first use:
+(a ``prange`` adds three levels: the parallel body and two wrappers). What keeps that, and
+single-core compiling, off the first use:
 
 - ``train_cpu.step_kernel`` calls its parallel body, ``_chunk_step``, by address
   (``train_cpu._call_at``), so neither it nor its three ``prange`` levels link the chunk code;
 - on a cold cache, :func:`compile_in_two_processes` has a helper process compile part of the
   kernels (``_forward_chunk``, then ``step_kernel`` itself) into the on-disk cache while this
   process compiles the rest; then ``_chunk_step`` (which links all the chunk code, once) is
-  compiled here. A warm cache costs one cached load.
+  compiled here. A warm cache costs one cached load;
+- the functional API's ``rnn_cpu.forward_kernel`` and ``backward_kernel`` have their chunk
+  functions compiled first, at top level and the backward's on two cores (``ParallelKernel``'s
+  ``prepare``): compiled inside a parallel kernel's compile, a callee took ~2x as long. A cold
+  ``rnn_forward`` + ``rnn_backward`` (showcase shape) went from 8.3 + 18.8 s to 7.1 + 9.7 s.
 
 First training step of the showcase (``python -c`` command in ``rnn_cpu``'s docstring) on the
 README's 2-vCPU machine: ~25 s with one process and Numba's defaults; ~15 s with full collections
@@ -161,9 +165,14 @@ class ParallelKernel:
     Called like the kernel. ``parallel`` and ``serial`` are the two Numba dispatchers; ``serial``
     compiles ``fn``'s code again without ``parallel`` under the name ``<fn>_serial`` (so the two
     have separate on-disk cache entries) and is used only where :data:`_serial_only` is set.
+    ``prepare``, if given, maps the first call's arguments to the ``(here, there)`` lists of
+    :func:`compile_in_two_processes`: the functions the kernel calls, typed as it calls them, so
+    they are compiled (or loaded) at top level, and on two cores, before the kernel itself (a
+    callee compiled inside a parallel kernel's compile took ~2x as long).
     """
 
-    def __init__(self, fn):
+    def __init__(self, fn, prepare=None):
+        self._prepare = prepare
         self.parallel = numba.njit(parallel=True, **JIT_OPTIONS)(fn)
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                   fn.__defaults__, fn.__closure__)
@@ -173,6 +182,9 @@ class ParallelKernel:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
+        if self._prepare is not None:  # the first call
+            prepare, self._prepare = self._prepare, None
+            compile_in_two_processes(*prepare(*args))
         return (self.serial if _serial_only else self.parallel)(*args)
 
 
@@ -187,7 +199,8 @@ def compile_in_two_processes(here, there) -> None:
     already in memory, nothing else happens (the callers load from the cache when first called).
     Otherwise a helper Python process compiles ``there`` into Numba's on-disk cache
     (``NUMBA_CACHE_DIR`` as this process sees it) while this process compiles the rest of
-    ``here``, and waits for it; a caller compiled afterwards loads ``there`` from the cache. The
+    ``here``, and waits for it (no helper when ``there`` is empty); a caller compiled afterwards
+    loads ``there`` from the cache. The
     two lists must share no function; a :class:`ParallelKernel`'s ``parallel`` dispatcher may be
     in ``there``. If the helper fails or runs past
     :data:`HELPER_TIMEOUT_S`, it is stopped with a warning and ``there`` is compiled here on first
@@ -197,6 +210,10 @@ def compile_in_two_processes(here, there) -> None:
     misses = sum(probe.stats.cache_misses.values())
     probe.compile(sig)
     if sum(probe.stats.cache_misses.values()) == misses:
+        return
+    if not there:
+        for d, s in here[1:]:
+            d.compile(s)
         return
     jobs = pickle.dumps([(d.py_func.__module__, d.py_func.__name__, s) for d, s in there])
     env = dict(os.environ)

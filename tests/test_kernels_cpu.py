@@ -302,6 +302,38 @@ def test_cold_first_step_compiles_in_two_processes(tmp_path):
     assert loss == loss_f
 
 
+_COLD_FUNCTIONAL = """
+import numpy as np
+from fastrnn.kernels import _numba_env, rnn_cpu
+lists = []
+_compile = _numba_env.compile_in_two_processes
+_numba_env.compile_in_two_processes = lambda here, there: lists.append(here + there) or _compile(
+    here, there)
+rng = np.random.default_rng(0)
+x = rng.random((5, 3, 2), dtype=np.float32)  # time-major and C: the kernels slice it to "A"
+w_ih, w_hh = rng.random((3, 2), dtype=np.float32), np.eye(3, dtype=np.float32)
+y, _ = rnn_cpu.rnn_forward(x, None, w_ih, w_hh, np.ones(3, np.float32), time_major=True)
+rnn_cpu.rnn_backward(y, None, x, None, w_ih, w_hh, y, time_major=True)
+assert len(lists) == 2, lists
+for f, sig in lists[0] + lists[1]:
+    assert f.signatures == [sig], (f, f.signatures, sig)  # typed as the kernels call them
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_functional_kernels_compile_their_callees_first(tmp_path):
+    """``forward_kernel`` and ``backward_kernel`` compile their chunk functions at top level
+    first, typed exactly as they then call them (one signature each, on a cold cache)."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _COLD_FUNCTIONAL], capture_output=True, text=True,
+                       timeout=600, env=os.environ | {"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0 and r.stdout.split() == ["ok"], r.stdout + r.stderr
+
+
 def test_compile_helper_dead_before_its_jobs(monkeypatch):
     """A compile helper that exits before reading its jobs (``false``, given time to exit) is
     reported once, as failed, and reaped: no second warning about a still-running process."""
