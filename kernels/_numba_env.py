@@ -200,11 +200,10 @@ def compile_in_two_processes(here, there) -> None:
     Otherwise a helper Python process compiles ``there`` into Numba's on-disk cache
     (``NUMBA_CACHE_DIR`` as this process sees it) while this process compiles the rest of
     ``here``, and waits for it (no helper when ``there`` is empty); a caller compiled afterwards
-    loads ``there`` from the cache. The
-    two lists must share no function; a :class:`ParallelKernel`'s ``parallel`` dispatcher may be
-    in ``there``. If the helper fails or runs past
-    :data:`HELPER_TIMEOUT_S`, it is stopped with a warning and ``there`` is compiled here on first
-    use, as without it. Dispatchers must be module-level names of their modules.
+    loads ``there`` from the cache. The two lists must share no function; a
+    :class:`ParallelKernel`'s ``parallel`` dispatcher may be in ``there``. If the helper fails or
+    runs past :data:`HELPER_TIMEOUT_S`, it is stopped with a warning and ``there`` is compiled
+    here on first use, as without it. Dispatchers must be module-level names of their modules.
     """
     probe, sig = here[0]
     misses = sum(probe.stats.cache_misses.values())
