@@ -214,20 +214,35 @@ def train_100(runner: str = "cpu", dtype: str = "float32") -> np.ndarray:
     return np.concatenate([host(model.params), host(model.m), host(model.v)])
 
 
-def _train_100_in_a_process(out: Path, threads: int) -> np.ndarray:
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
-    code = ("import sys, numpy as np; from tests.test_reliability import train_100; "
-            "np.save(sys.argv[1], train_100('cpu'))")
-    subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env, check=True,
-                   timeout=300)
-    return np.load(out)
+_TRAIN_100 = """
+import contextlib, sys, numpy as np, pytest
+from tests.test_reliability import train_100
+out, runner = sys.argv[1:]
+with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
+    if runner == "cuda-emu":
+        from tests.cuda_emu import fake_cupy
+        stack.enter_context(fake_cupy.installed(mp))
+    np.save(out, train_100(runner))
+"""
+
+
+def _train_100_in_processes(d: Path, runs: list[tuple[str, int]]) -> list[np.ndarray]:
+    """train_100 of each (runner, Numba threads) in its own process, all at once."""
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_100, str(d / f"{i}.npy"), runner],
+                              cwd=ROOT, env=dict(os.environ, NUMBA_NUM_THREADS=str(threads)),
+                              stderr=subprocess.PIPE, text=True)
+             for i, (runner, threads) in enumerate(runs)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    return [np.load(d / f"{i}.npy") for i in range(len(runs))]
 
 
 @pytest.fixture(scope="module")
 def cpu_runs(tmp_path_factory):
     """Three separate processes: 2 threads, 2 threads again, 1 thread."""
-    d = tmp_path_factory.mktemp("runs")
-    return [_train_100_in_a_process(d / f"{i}.npy", t) for i, t in enumerate((2, 2, 1))]
+    return _train_100_in_processes(tmp_path_factory.mktemp("runs"),
+                                   [("cpu", 2), ("cpu", 2), ("cpu", 1)])
 
 
 def test_cpu_is_bitwise_reproducible_across_processes(cpu_runs):
@@ -281,14 +296,16 @@ def test_a_process_forked_mid_training_trains_on_with_the_same_bits(tmp_path, cp
 
 @pytest.mark.parametrize("runner", [pytest.param("cuda", marks=pytest.mark.gpu),
                                     pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)])
-def test_gpu_after_100_steps_is_close_to_the_cpu(cpu_runs, runner):
-    """Not bitwise (other summation orders and tanh): within CPU_GPU_100_STEPS_F32; the GPU run is
-    bitwise reproducible in itself."""
+def test_gpu_is_bitwise_reproducible_across_processes_and_close_to_the_cpu(cpu_runs, runner,
+                                                                            tmp_path):
+    """Two separate processes give the same bits; against the CPU not bitwise (other summation
+    orders and tanh): within CPU_GPU_100_STEPS_F32."""
+    runs = _train_100_in_processes(tmp_path, [(runner, 2), (runner, 2)])
+    assert np.isfinite(runs[0]).all()
+    assert runs[0].tobytes() == runs[1].tobytes()
     P = make("cpu").spec.size
-    gpu = train_100(runner)
-    assert_close(f"params after 100 steps ({runner} vs cpu, float32)", cpu_runs[0][:P], gpu[:P],
-                 CPU_GPU_100_STEPS_F32)
-    assert gpu.tobytes() == train_100(runner).tobytes()
+    assert_close(f"params after 100 steps ({runner} vs cpu, float32)", cpu_runs[0][:P],
+                 runs[0][:P], CPU_GPU_100_STEPS_F32)
 
 
 # ---- clip_norm as a model setting -------------------------------------------------------------
