@@ -50,7 +50,7 @@ def array(name: str, a, xp, ndim: int, dtype=None, *, contiguous: bool = True):
     """An array of module ``xp`` (NumPy or CuPy) with ``ndim`` dims and a float dtype
     (``dtype`` if given); returned C-contiguous (copied only when it is not) unless
     ``contiguous=False``, which returns it as given so that sizes can be checked before any copy."""
-    if a is None or not hasattr(a, "shape") or not hasattr(a, "dtype"):
+    if a is None or not hasattr(a, "shape") or not _numpy_dtype(a):
         raise TypeError(f"{name}: expected a {xp.__name__} array, got {_describe(a)}")
     if xp is np and type(a).__module__.startswith("cupy"):
         raise TypeError(f"{name}: expected a NumPy array (like x), got {_describe(a)}")
@@ -65,6 +65,12 @@ def array(name: str, a, xp, ndim: int, dtype=None, *, contiguous: bool = True):
     if a.size > MAX_ELEMENTS:
         fail(name, f"at most {MAX_ELEMENTS} elements (32-bit kernel indexing)", _describe(a))
     return xp.ascontiguousarray(a) if contiguous else a
+
+
+def _numpy_dtype(a) -> bool:
+    """``a`` has a NumPy dtype (NumPy and CuPy arrays): another library's tensor (say torch's)
+    has a dtype of its own and is refused by name rather than converted or misread."""
+    return isinstance(getattr(a, "dtype", None), np.dtype)
 
 
 def _not_cupy_on_numpy(name: str, a, xp) -> None:
@@ -128,15 +134,15 @@ def labels(name: str, y, xp, batch: int, num_classes: int):
     if y is None or not hasattr(y, "dtype"):
         y = np.asarray(y) if y is not None else y
     _not_cupy_on_numpy(name, y, xp)
-    if y is None or y.dtype.kind not in "iu":
+    if y is None or not _numpy_dtype(y) or y.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an integer array of shape [B] = ({batch},), "
                         f"got {_describe(y)}")
     shape(name, y, (batch,), "[B]")
-    y = xp.asarray(y, dtype=xp.int64)
-    lo, hi = int(y.min()), int(y.max())
+    y = xp.asarray(y)
+    lo, hi = int(y.min()), int(y.max())  # before the cast: a uint64 past 2**63 stays itself
     if lo < 0 or hi >= num_classes:
         fail(name, f"labels in [0, {num_classes})", f"values from {lo} to {hi}")
-    return y
+    return y.astype(xp.int64, copy=False)
 
 
 def lengths(name: str, lens, xp, batch: int, steps: int):
@@ -146,7 +152,7 @@ def lengths(name: str, lens, xp, batch: int, steps: int):
     if not hasattr(lens, "dtype"):
         lens = np.asarray(lens)
     _not_cupy_on_numpy(name, lens, xp)
-    if lens.dtype.kind not in "iu":
+    if not _numpy_dtype(lens) or lens.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integers, got {_describe(lens)}")
     shape(name, lens, (batch,), "[B]")
     lens = xp.asarray(lens)

@@ -38,8 +38,9 @@ def _check_layer(x, h0, w_ih, w_hh, b, lengths, time_major, has_bias=True, out_a
 
     Every shape, dtype and size is checked before anything is copied or allocated, so a call too
     large for 32-bit kernel indices or for the device's memory is refused up front.
-    ``out_arrays``: how many ``[B,T,max(I,H)]`` arrays the call allocates (outputs, zero
-    gradients, the backend's workspaces), for that memory estimate.
+    ``out_arrays``: how many ``[B,T,*]`` arrays the call allocates (outputs, zero gradients, the
+    backend's workspaces), for that memory estimate; each counts as ``max(I,H)`` rounded up to
+    the CPU kernels' 32 lanes (their time-major copies are padded so: ``kernels/rnn_cpu.py``).
     """
     if not isinstance(time_major, bool):
         raise TypeError(f"time_major: expected a bool, got {time_major!r}")
@@ -67,7 +68,8 @@ def _check_layer(x, h0, w_ih, w_hh, b, lengths, time_major, has_bias=True, out_a
     sizes = f"B={B}, T={T}, I={I}, H={H}"
     check.indexable("x", B * T * max(I, H), "B*T*max(I,H)", sizes)
     # inputs copied when not contiguous (at most x and the weights), plus the call's own arrays
-    elements = B * T * (I + out_arrays * max(I, H)) + 2 * H * (I + H) + 4 * B * H
+    lanes = -(-max(I, H) // 32) * 32
+    elements = B * T * (I + out_arrays * lanes) + 2 * H * (I + H) + 4 * B * H
     check.memory("x", elements * dt.itemsize, xp, f"{sizes} ({dt})")
     lengths = _ready(xp, check.lengths("lengths", lengths, xp, B, T))
     x, w_hh, w_ih = _ready(xp, x), _ready(xp, w_hh), _ready(xp, w_ih)
@@ -143,9 +145,9 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
     dw_hh : array [H,H]
     db : array [H]
     """
-    # y, dy (given or zeros), dx and the backend's dz/dh workspaces: 5 arrays of [B,T,max(I,H)]
+    # y (copied), dy (given or zeros), dx, and the CPU kernels' padded y, dy, dz and dx: 7 arrays
     x, h0, w_ih, w_hh, _, lengths, (xp, B, T, H) = _check_layer(
-        x, h0, w_ih, w_hh, None, lengths, time_major, has_bias=False, out_arrays=5)
+        x, h0, w_ih, w_hh, None, lengths, time_major, has_bias=False, out_arrays=7)
     out_shape = (T, B, H) if time_major else (B, T, H)
     meaning = "[T,B,H]" if time_major else "[B,T,H]"
     y = check.array("y", y, xp, 3, x.dtype, contiguous=False)

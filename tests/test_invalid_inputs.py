@@ -3,7 +3,7 @@ a standard type whose message names the argument, what was expected and what arr
 crash, a hang, or a silently wrong result. Huge sizes are refused before anything is allocated
 (tested with zero-stride views of tiny buffers, under tracemalloc, so nothing large is ever made).
 
-Count: 59 cases here (functional API 20, classifier 25, model files and checkpoints 4, data
+Count: 65 cases here (functional API 24, classifier 27, model files and checkpoints 4, data
 loader 3, CLI flags 7), none repeating one of the 162 in other files (test_api 21,
 test_classifier 21, test_data 25, test_checkpoint 21, test_example 20, test_cells 26,
 test_torch_rnn 13, test_convert 15): 221 in all.
@@ -35,6 +35,19 @@ class FakeCupyArray:
     def __init__(self, shape, dtype=np.float64):
         self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), len(shape)
         self.size = int(np.prod(shape))
+
+
+class ForeignArray:
+    """Another library's tensor (as torch's): a shape and a dtype of its own; NumPy could
+    convert it (``__array__``), but it is refused by name, not converted or misread."""
+
+    __module__ = "torch"
+
+    def __init__(self, shape, dtype="torch.float64"):
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.zeros(self.shape, dtype)
 
 
 def huge(shape, dtype=np.float64):
@@ -84,6 +97,10 @@ FORWARD = [
      r"x: expected B\*T\*max\(I,H\) <= 2147483647 \(32-bit kernel indexing\), got B=1024, "
      r"T=1024, I=1, H=4096"),
     ({"w_hh": huge((2**16, 2**16))}, ValueError, "w_hh: expected at most 2147483647 elements"),
+    ({"x": ForeignArray((B, T, I))}, TypeError,
+     r"x: expected a numpy array, got torch array of shape \(3, 4, 5\) and dtype torch.float64"),
+    ({"lengths": ForeignArray((B,), "torch.int64")}, TypeError,
+     r"lengths: expected integers, got torch array of shape \(3,\) and dtype torch.int64"),
 ]
 
 
@@ -111,6 +128,26 @@ def test_rnn_forward_refuses_a_workspace_beyond_memory_before_allocating(monkeyp
                            r"in 1.0 GiB of memory, got B=16384, T=1024, I=8, H=64 \(float64\) "
                            r"needing \d+\.\d GiB"):
             fastrnn.rnn_forward(**kw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+@pytest.mark.parametrize("fn", ["rnn_forward", "rnn_backward"])
+def test_the_memory_estimate_counts_the_kernels_32_lane_padding(monkeypatch, fn):
+    """H = I = 1: the CPU kernels' [T,B,32] copies are 32 times the unpadded [B,T,1] arrays. At
+    B*T = 2**20 in float64 the padded call needs ~0.5 (forward) or ~1.8 GiB (backward), the
+    unpadded count ~24 or ~64 MiB: with a pretended 256 MiB both are refused before allocating."""
+    monkeypatch.setattr(_validate, "total_memory", lambda xp=np: 2**28)
+    x, w = huge((2**10, 2**10, 1)), huge((1, 1))
+    kw = {"x": x, "h0": None, "w_ih": w, "w_hh": w}
+    kw |= {"b": huge((1,))} if fn == "rnn_forward" else {"dy": None, "dh_n": None, "y": x}
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match=r"x: expected sizes whose arrays and workspaces fit "
+                           r"in 0.2 GiB of memory, got B=1024, T=1024, I=1, H=1 \(float64\)"):
+            getattr(fastrnn, fn)(**kw)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -227,6 +264,10 @@ STEP = [
     (X, np.ones(4, bool), TypeError, "labels: expected an integer array of shape"),
     (X, np.array([0, 1, 2, 2**40]), ValueError,
      r"labels: expected labels in \[0, 10\), got values from 0 to 1099511627776"),
+    (X, ForeignArray((4,), "torch.int64"), TypeError,
+     r"labels: expected an integer array of shape \[B\] = \(4,\), got torch array"),
+    (X, np.array([0, 1, 2, 2**64 - 1], np.uint64), ValueError,
+     r"labels: expected labels in \[0, 10\), got values from 0 to 18446744073709551615"),
     (huge((2**17, 2**10, 28), np.float32), np.zeros(2**17, np.int64), ValueError,
      r"x: expected B\*T\*max\(I, H padded\) <= 2147483647 \(32-bit kernel indexing\), got "
      r"B=131072, T=1024, I=28, H=31, num_layers=1"),
@@ -346,5 +387,5 @@ def test_cli_flags_are_usage_errors(argv, message, capsys):
 
 def test_module_docstring_count_is_this_files():
     """The count in the docstring is kept honest."""
-    n = len(FORWARD) + 2 + len(BACKWARD) + len(CONSTRUCTOR) + 1 + len(STEP) + 1 + 4 + 3 + 6 + 1
+    n = len(FORWARD) + 2 + 2 + len(BACKWARD) + len(CONSTRUCTOR) + 1 + len(STEP) + 1 + 4 + 3 + 6 + 1
     assert f"Count: {n} cases here" in __doc__, n

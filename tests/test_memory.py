@@ -84,3 +84,32 @@ def test_a_cuda_training_step_allocates_nothing_after_warm_up():
           f"{pool.used_bytes()} B, held {pool.total_bytes()} B")
     assert pool.used_bytes() <= used_100, "a CUDA training step keeps new device memory"
     assert pool.total_bytes() <= held_100, "the pool grew: a CUDA training step allocates"
+
+
+#: (B, T) pairs of equal B*T, so every shape's workspaces are about the same size
+SHAPES = [(16, 24), (24, 16), (8, 48), (48, 8), (12, 32), (32, 12), (6, 64), (64, 6), (4, 96),
+          (96, 4)]
+
+
+def test_many_batch_shapes_hold_a_bounded_number_of_workspaces():
+    """A classifier keeps the workspaces of its ShapeCache.keep most recent batch shapes, not of
+    every shape ever seen: predict over 10 shapes holds no more memory than over the first 4
+    (with one shape's workspaces as margin)."""
+    rng = np.random.default_rng(0)
+    model = fastrnn.RNNClassifier(I, H, 2, 10, lr=1e-3, seed=0)
+    xs = [rng.standard_normal((b, t, I)).astype(np.float32) for b, t in SHAPES]
+    model.predict(xs[0][:2, :3])  # compile / load the kernels outside the trace
+    keep = model._kernels._steps.keep
+    tracemalloc.start(10)
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        held = []
+        for x in xs:
+            model.predict(x)
+            held.append(tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    one = held[0]
+    print(f"held after each shape: {held} B (keep {keep})")
+    assert len(model._kernels._steps) == keep
+    assert max(held) <= held[keep - 1] + one, f"memory grows with the shapes seen: {held}"

@@ -27,9 +27,13 @@ validated (dtype float32 or float64 throughout, C-contiguous in the layout given
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import cache
+from typing import Generic, TypeVar
+
+W = TypeVar("W")
 
 
 @dataclass
@@ -57,6 +61,39 @@ def get_backend(name: str):
     if name not in _MODULES:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
     return importlib.import_module(_MODULES[name]).BACKEND
+
+
+class ShapeCache(Generic[W]):
+    """A classifier's workspaces per batch shape, the ``keep`` most recently used.
+
+    A training loop uses a few shapes (its batch, a last partial batch, an evaluation batch) and
+    reuses their workspaces with no new allocation; a caller cycling through more shapes (say,
+    inference at many sequence lengths) holds at most ``keep`` workspaces instead of one per
+    shape ever seen. The least recently used one is dropped before a new one is made, so at most
+    ``keep`` exist at any time.
+    """
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self._items: OrderedDict[Hashable, W] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], W]) -> W:
+        """The workspace for ``key``, made by ``make()`` when it is not held."""
+        item = self._items.get(key)
+        if item is None:
+            if len(self._items) >= self.keep:
+                self._items.popitem(last=False)
+            item = self._items[key] = make()
+        else:
+            self._items.move_to_end(key)
+        return item
+
+    def __getitem__(self, key: Hashable) -> W:
+        """The workspace held for ``key`` (KeyError if none), leaving the order unchanged."""
+        return self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def array_device(a) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 # Imported here, not in fastrnn/__init__: loading this module is what pulls in Numba.
-from fastrnn.backends import Backend
+from fastrnn.backends import Backend, ShapeCache
 from fastrnn.kernels import rnn_cpu, train_cpu
 from fastrnn.params import ModelSpec
 
@@ -27,22 +27,21 @@ def _layout(spec: ModelSpec):
 
 
 class _CpuClassifier:
-    """The fused classifier step; one set of workspaces per (batch, steps), kept for reuse."""
+    """The fused classifier step; one set of workspaces per (batch, steps, dtype), the few most
+    recently used kept for reuse (:class:`~fastrnn.backends.ShapeCache`)."""
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self._layout, self._out = _layout(spec)
-        self._steps: dict[tuple, train_cpu.ClassifierStep] = {}
+        self._steps: ShapeCache[train_cpu.ClassifierStep] = ShapeCache()
 
     def _step(self, x) -> train_cpu.ClassifierStep:
-        key = (x.shape[0], x.shape[1], x.dtype.str)
-        st = self._steps.get(key)
-        if st is None:
-            s = self.spec
-            st = train_cpu.ClassifierStep(self._layout, self._out, s.hidden_size, s.num_classes,
-                                          s.size, x.shape[0], x.shape[1], x.dtype)
-            self._steps[key] = st
-        return st
+        s = self.spec
+        return self._steps.get(
+            (x.shape[0], x.shape[1], x.dtype.str),
+            lambda: train_cpu.ClassifierStep(self._layout, self._out, s.hidden_size,
+                                             s.num_classes, s.size, x.shape[0], x.shape[1],
+                                             x.dtype))
 
     def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
         # the norm, the finiteness check and the clipping happen inside the one fused call

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from fastrnn.backends import Backend
+from fastrnn.backends import Backend, ShapeCache
 from fastrnn.params import ModelSpec, layers, views
 
 _H2D, _D2H, _D2D = 1, 2, 3  # cudaMemcpyKind
@@ -89,17 +89,14 @@ class _CudaClassifier:
         if spec.dtype != "float32":
             raise TypeError(f"dtype: the cuda backend computes in float32, got {spec.dtype}")
         self.spec = spec
-        self._bufs: dict[tuple[int, int], _Buffers] = {}
+        self._bufs: ShapeCache[_Buffers] = ShapeCache()  # with its captured graph
         H, I = spec.hidden_size, spec.input_size
         self.graphable = H <= 32 and I <= 32 and os.environ.get("FASTRNN_CUDA_GRAPH", "1") != "0"
         self._stream = None
 
     # -- pieces ---------------------------------------------------------------------------------
     def _buffers(self, B, T) -> _Buffers:
-        key = (B, T)
-        if key not in self._bufs:
-            self._bufs[key] = _Buffers(self.spec, B, T)
-        return self._bufs[key]
+        return self._bufs.get((B, T), lambda: _Buffers(self.spec, B, T))
 
     def _forward(self, params, x, bf: _Buffers):
         k = _kernels()
