@@ -16,7 +16,12 @@ NumPy views (``.detach().numpy()``) on the CPU; on CUDA, CuPy views through DLPa
 running on torch's current stream, so no synchronisation is added. fastrnn has one bias per layer;
 the module passes ``bias_ih + bias_hh`` and autograd sends its gradient to both. ``batch_first``
 selects fastrnn's batch-major layout, so no transpose is copied; a ``PackedSequence`` is padded
-once before the first layer and packed again after the last, on torch's side.
+once before the first layer and packed again after the last, on torch's side. An empty batch
+(B = 0) returns empty outputs and zero parameter gradients, as nn.RNN, without calling the kernels.
+
+Gradients are first order only: fastrnn's backward is a kernel, not a graph of torch operations, so
+a double backward (``create_graph=True``, e.g. ``torch.autograd.gradgradcheck`` or a gradient
+penalty) raises ``NotImplementedError``; use ``torch.nn.RNN`` for higher-order gradients.
 
 Threads: fastrnn's CPU kernels use Numba's OpenMP threading layer where it loads (chosen by
 fastrnn unless ``NUMBA_THREADING_LAYER`` says otherwise; ``kernels/_numba_env.py`` has the
@@ -82,23 +87,54 @@ def _tensor(a) -> torch.Tensor:
     return torch.from_numpy(a) if isinstance(a, np.ndarray) else torch.from_dlpack(a)
 
 
+def _check_supported(name: str, t: torch.Tensor) -> None:
+    """``t`` is on a device and in a dtype fastrnn's kernels run: float32 or float64 on the CPU,
+    float32 on CUDA. Checked before any NumPy / DLPack view is taken."""
+    if t.device.type not in ("cpu", "cuda"):
+        check.fail(name, "a tensor on the CPU or CUDA", f"a tensor on {t.device}")
+    if t.device.type == "cpu" and t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name}: expected dtype torch.float32 or torch.float64 on the CPU, "
+                        f"got {t.dtype}")
+    if t.device.type == "cuda" and t.dtype != torch.float32:
+        raise TypeError(f"{name}: expected dtype torch.float32 on CUDA, got {t.dtype}")
+
+
 class _RNNLayer(torch.autograd.Function):
-    """One tanh layer: ``(x, h0, w_ih, w_hh, b) -> (y, h_n)`` through fastrnn's functional API."""
+    """One tanh layer: ``(x, h0, w_ih, w_hh, b) -> (y, h_n)`` through fastrnn's functional API.
+
+    An empty batch (B = 0, which the API refuses) skips the kernels: empty outputs, and zero
+    gradients for the weights and bias, as nn.RNN gives. Differentiable once only.
+    """
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b, lengths, time_major, backend):
-        with _torch_stream(x.device):
-            y, h_n = api.rnn_forward(_view(x), _view(h0), _view(w_ih), _view(w_hh), _view(b),
-                                     lengths, time_major, backend=backend)
-            y, h_n = _tensor(y), _tensor(h_n)
+        ctx.empty = x.shape[1 if time_major else 0] == 0
+        if ctx.empty:
+            H = w_hh.shape[0]
+            y, h_n = x.new_zeros(*x.shape[:2], H), x.new_zeros(0, H)
+        else:
+            with _torch_stream(x.device):
+                y, h_n = api.rnn_forward(_view(x), _view(h0), _view(w_ih), _view(w_hh), _view(b),
+                                         lengths, time_major, backend=backend)
+                y, h_n = _tensor(y), _tensor(h_n)
         ctx.save_for_backward(x, h0, w_ih, w_hh, y)
         ctx.lengths, ctx.time_major, ctx.backend = lengths, time_major, backend
         return y, h_n
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy, dh_n):
+        # Grad mode is on here only under create_graph=True. The kernel's gradients are not a torch
+        # graph, so their own derivatives (through x, h0 and the weights) would silently be zero:
+        # refuse instead (once_differentiable would catch only the path through dy and dh_n).
+        if torch.is_grad_enabled():
+            raise NotImplementedError(
+                "create_graph=True: fastrnn.torch.RNN does not support double backward "
+                "(higher-order gradients); use torch.nn.RNN for those")
         x, h0, w_ih, w_hh, y = ctx.saved_tensors
+        if ctx.empty:
+            zero = torch.zeros_like
+            return (zero(x), None if h0 is None else zero(h0), zero(w_ih), zero(w_hh),
+                    w_hh.new_zeros(w_hh.shape[0]), None, None, None)
         with _torch_stream(x.device):
             grads = api.rnn_backward(_view(dy), _view(dh_n), _view(x), _view(h0), _view(w_ih),
                                      _view(w_hh), _view(y), ctx.lengths, ctx.time_major,
@@ -109,6 +145,10 @@ class _RNNLayer(torch.autograd.Function):
 
 class RNN(nn.Module):
     """Drop-in ``torch.nn.RNN`` (tanh, unidirectional, no dropout) on fastrnn's kernels.
+
+    Not supported (``NotImplementedError``): ``nonlinearity="relu"``, ``dropout > 0``,
+    ``bidirectional=True``, and double backward (``create_graph=True``, higher-order gradients):
+    use ``torch.nn.RNN`` for those.
 
     Parameters
     ----------
@@ -127,7 +167,7 @@ class RNN(nn.Module):
     bidirectional : bool
         Only False.
     device, dtype
-        As in nn.RNN (float32 or float64; CPU, or CUDA with CuPy installed).
+        As in nn.RNN: float32 or float64 on the CPU, float32 on CUDA (with CuPy installed).
     backend : {None, "cpu", "reference", "cuda"}, keyword only
         Passed to :func:`fastrnn.rnn_forward`; None picks by the tensors' device.
 
@@ -219,6 +259,9 @@ class RNN(nn.Module):
         hx : Tensor [L,B,H] ([L,H] when unbatched) or None (zeros)
             For a PackedSequence, in the batch order of the original sequences, as nn.RNN.
 
+        Tensors are float32 or float64 on the CPU, float32 on CUDA, in the parameters' dtype and
+        on their device. T >= 1; B may be 0 (empty outputs, as nn.RNN).
+
         Returns
         -------
         output : Tensor [T,B,H] ([B,T,H] if ``batch_first``; [T,H] unbatched), or a PackedSequence
@@ -240,7 +283,12 @@ class RNN(nn.Module):
             batched = input.dim() == 3
             x = input if batched else input.unsqueeze(1)
             time_major = not (batched and self.batch_first)
+            if x.shape[0 if time_major else 1] == 0:
+                check.fail("input", "at least one time step (T >= 1)",
+                           f"shape {tuple(input.shape)}")
+        _check_supported("input", x)
         w0 = self.weight_ih_l0
+        _check_supported("parameters (weight_ih_l0)", w0)
         if x.shape[-1] != self.input_size:
             check.fail("input", f"last dimension input_size = {self.input_size}",
                        f"shape {tuple(x.shape)}")

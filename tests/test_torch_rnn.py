@@ -1,6 +1,7 @@
 """fastrnn.torch.RNN against torch.nn.RNN autograd: outputs and every gradient (input, h0, each
 weight and bias), float32 and float64, 1 and 3 layers, batch_first both ways, packed input with
-mixed lengths; state_dict round trips; unsupported arguments; torch stays optional; threads.
+mixed lengths, an empty batch; state_dict round trips; unsupported arguments, dtypes and
+devices, and double backward, refused; torch stays optional; threads.
 
 The reference is nn.RNN in float64 holding the same weights: float64 modules must match it to
 KERNEL_F64, float32 ones to the float32 kernel tolerances (the same bound as the kernels against
@@ -176,6 +177,37 @@ def test_layer_function_passes_gradcheck():
         lambda *a: ft._RNNLayer.apply(*a, lengths, False, "reference"), args)
 
 
+def test_double_backward_raises_instead_of_dropping_second_order_terms():
+    """The kernel's gradients are no torch graph: a create_graph backward must refuse, not return
+    gradients whose own derivatives through x and the weights are silently zero."""
+    fast, _ = pair(1, torch.float64, "reference")
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64, requires_grad=True)
+    R = torch.randn(T, B, H, generator=g, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(NotImplementedError, match="double backward.*use torch.nn.RNN"):
+        torch.autograd.grad(fast(x)[0], x, R, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        torch.autograd.gradgradcheck(lambda x: fast(x)[0], (x,))
+    (d_x,) = torch.autograd.grad(fast(x)[0], x, R)  # first order still runs
+    assert d_x.shape == x.shape and not d_x.requires_grad
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_empty_batch_matches_nn_rnn(batch_first, with_h0):
+    """B = 0, as nn.RNN: empty output and h_n of the right shapes, zero parameter gradients."""
+    fast, ref = pair(2, torch.float64, "reference", batch_first=batch_first)
+    x_shape, y_shape = ((0, T, I), (0, T, H)) if batch_first else ((T, 0, I), (T, 0, H))
+    x = torch.zeros(x_shape, dtype=torch.float64)
+    h0 = torch.zeros(2, 0, H, dtype=torch.float64) if with_h0 else None
+    upstream = torch.zeros(y_shape, dtype=torch.float64), torch.zeros(2, 0, H, dtype=torch.float64)
+    (y, h_n, xl, hl), (y_r, h_r, _, _) = run_both(fast, ref, x, h0, upstream)
+    assert y.shape == y_r.shape == y_shape and h_n.shape == h_r.shape == (2, 0, H)
+    assert xl.grad.shape == x.shape and (hl is None or hl.grad.shape == h0.shape)
+    for (name, p_r), p in zip(ref.named_parameters(), fast.parameters()):
+        assert torch.equal(p.grad, p_r.grad), name  # zeros
+
+
 def test_same_seed_same_init_and_state_dict_round_trips():
     torch.manual_seed(0)
     ref = torch.nn.RNN(I, H, 3, batch_first=True)
@@ -246,6 +278,25 @@ def test_invalid_forward_arguments():
         m(torch.zeros(T, B, I), torch.zeros(1, B, H))
     with pytest.raises(TypeError, match="input: expected a Tensor or PackedSequence"):
         m(np.zeros((T, B, I), np.float32))
+    with pytest.raises(ValueError, match=r"input: expected at least one time step \(T >= 1\)"):
+        m(torch.zeros(0, B, I))
+
+
+@pytest.mark.parametrize("make, x, exc, match", [
+    ({"dtype": torch.bfloat16}, torch.zeros(T, B, I, dtype=torch.bfloat16), TypeError,
+     "input: expected dtype torch.float32 or torch.float64 on the CPU, got torch.bfloat16"),
+    ({"dtype": torch.float16}, torch.zeros(T, B, I, dtype=torch.float16), TypeError,
+     "input: expected dtype torch.float32 or torch.float64 on the CPU, got torch.float16"),
+    ({"dtype": torch.float16}, torch.zeros(T, B, I), TypeError,
+     r"parameters \(weight_ih_l0\): expected dtype .* got torch.float16"),
+    ({"device": "meta"}, torch.zeros(T, B, I, device="meta"), ValueError,
+     "input: expected a tensor on the CPU or CUDA, got a tensor on meta"),
+], ids=["bfloat16", "float16", "float16-parameters", "meta"])
+def test_unsupported_dtype_or_device_is_named_before_any_conversion(make, x, exc, match):
+    """Refused before the NumPy / DLPack views, naming input (or the parameters), not fastrnn's
+    internal x."""
+    with pytest.raises(exc, match=match):
+        ft.RNN(I, H, **make)(x)
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
