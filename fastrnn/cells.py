@@ -14,7 +14,9 @@ may be None) and returns a :class:`Gradients` with the gradients on ``inputs``, 
 ``initial_state`` and on every cell's weights. A cell used by several layers (``[cell] * 3``) or by
 several taped calls gets the sum, as in TF. The weight gradients are also *added* into each cell's
 ``cell.grads`` dict (like PyTorch's ``.grad``), so an optimiser can walk the cells; reset them with
-:meth:`BasicRNNCell.zero_grad`.
+:meth:`BasicRNNCell.zero_grad`. The tape keeps copies of what its forward read (the inputs, the
+initial state, the weights), so an update of the weights in place, as below, leaves its backward
+unchanged.
 
 >>> import numpy as np
 >>> from fastrnn.cells import BasicRNNCell, dynamic_rnn
@@ -125,11 +127,17 @@ class BasicRNNCell:
 
     def __call__(self, inputs, state, *, backend: str | None = None):
         """One step, forward only (as TF's ``cell(inputs, state)``): ``inputs [B,I]``,
-        ``state [B,H]`` -> ``(output [B,H], new_state [B,H])``, both the same array values.
-        For gradients run :func:`dynamic_rnn` with ``return_tape=True``."""
+        ``state [B,H]`` (None: zeros) -> ``(output [B,H], new_state [B,H])``, both the same
+        array values. For gradients run :func:`dynamic_rnn` with ``return_tape=True``."""
         xp = api._xp(inputs)
         x = check.array("inputs", inputs, xp, 2)
         self._check_dtype("inputs", x)
+        if 0 in x.shape:
+            check.fail("inputs", "shape [B,I] with B >= 1 and I >= 1", f"shape {tuple(x.shape)}")
+        if state is not None:  # checked here so that errors name this method's arguments
+            state = check.array("state", state, xp, 2)
+            self._check_dtype("state", state)
+            check.shape("state", state, (x.shape[0], self.num_units), "[B,H]")
         self.build(x.shape[1], xp)
         y, h = api.rnn_forward(x[:, None, :], state, self.w_ih, self.w_hh, self.b,
                                backend=backend)
@@ -293,11 +301,18 @@ class Gradients:
 class RNNTape:
     """The forward's saved arrays, and the backward pass through them (from ``return_tape=True``).
 
-    One tape may be run backward more than once (each run adds into ``cell.grads`` again).
+    The tape holds its own copies of everything the forward read (inputs, initial states,
+    ``sequence_length``, each cell's ``w_ih`` and ``w_hh``) and of the outputs it returned, so
+    its backward is that forward's, whatever is later written into those arrays or into the
+    cells' weights (an optimiser step included). One tape may be run backward more than once
+    (each run adds into ``cell.grads`` again).
     """
 
-    def __init__(self, cells, xs, h0s, ys, lengths, time_major, backend, multi, static):
-        self._cells, self._xs, self._h0s, self._ys = cells, xs, h0s, ys
+    def __init__(self, cells, weights, xs, h0s, ys, lengths, time_major, backend, multi,
+                 static):
+        # per layer k: cells[k] (gets the gradient), weights[k] = (w_ih, w_hh) as the forward
+        # used them (one pair for all the layers sharing a cell), xs[k], h0s[k], ys[k]
+        self._cells, self._weights, self._xs, self._h0s, self._ys = cells, weights, xs, h0s, ys
         self._lengths, self._time_major, self._backend = lengths, time_major, backend
         self._multi, self._static = multi, static
 
@@ -317,8 +332,13 @@ class RNNTape:
         Gradients
         """
         L = len(self._cells)
-        if self._static and d_outputs is not None:
-            d_outputs = _stack_steps("d_outputs", d_outputs, len(self._xs[0]))
+        y = self._ys[-1]
+        if d_outputs is not None and self._static:
+            d_outputs = _stack_steps("d_outputs", d_outputs, y.shape[0])
+            _check_grad("d_outputs[0]", d_outputs[0], y, y.shape[1:], "[B,H]")
+        elif d_outputs is not None:
+            _check_grad("d_outputs", d_outputs, y, y.shape,
+                        "[T,B,H]" if self._time_major else "[B,T,H]")
         if d_state is None:
             d_state = (None,) * L
         elif self._multi:
@@ -327,13 +347,20 @@ class RNNTape:
                            check._describe(d_state))
         else:
             d_state = (d_state,)
+        B = y.shape[1 if self._time_major else 0]
+        for k, d in enumerate(d_state):
+            if d is not None and self._multi:
+                _check_grad(f"d_state[{k}]", d, y, (B, self._cells[k].num_units), "[B,H_k]")
+            elif d is not None:
+                _check_grad("d_state", d, y, (B, self._cells[k].num_units), "[B,H]")
         weights: dict = {}
         d_h0 = [None] * L
         d_y = d_outputs
         for k in reversed(range(L)):
             cell = self._cells[k]
+            w_ih, w_hh = self._weights[k]
             d_x, d_h0[k], dw_ih, dw_hh, db = api.rnn_backward(
-                d_y, d_state[k], self._xs[k], self._h0s[k], cell.w_ih, cell.w_hh, self._ys[k],
+                d_y, d_state[k], self._xs[k], self._h0s[k], w_ih, w_hh, self._ys[k],
                 self._lengths, self._time_major, backend=self._backend)
             g = {"w_ih": dw_ih, "w_hh": dw_hh, "b": db}
             if cell in weights:
@@ -345,6 +372,15 @@ class RNNTape:
             cell._accumulate(g)
         d_inputs = list(d_y) if self._static else d_y
         return Gradients(d_inputs, tuple(d_h0) if self._multi else d_h0[0], weights)
+
+
+def _check_grad(name: str, g, like, shape: tuple, meaning: str) -> None:
+    """An upstream gradient ``g``: an array on ``like``'s device, of its dtype and of ``shape``
+    (``meaning`` spells it in symbols, e.g. ``[B,H]``)."""
+    g = check.array(name, g, api._xp(like), len(shape), contiguous=False)
+    if g.dtype != like.dtype:
+        raise TypeError(f"{name}: expected dtype {like.dtype} (the forward's dtype), got {g.dtype}")
+    check.shape(name, g, shape, meaning)
 
 
 def _stack_steps(name: str, steps, T: int | None = None):
@@ -362,15 +398,17 @@ def _stack_steps(name: str, steps, T: int | None = None):
     return xp.stack(steps)
 
 
-def _run(cell: Cell, x, initial_state, sequence_length, time_major: bool, backend, static: bool):
-    """Validate, build the cells, run the layers; returns ``(outputs, state, tape)``."""
+def _run(cell: Cell, x, initial_state, sequence_length, time_major: bool, backend, static: bool,
+         taped: bool):
+    """Validate, build the cells, run the layers; returns ``(outputs, state, tape)``, the tape
+    None unless ``taped``. ``static``: ``x`` is a fresh array that static_rnn stacked."""
     if not isinstance(cell, (BasicRNNCell, MultiRNNCell)):
         raise TypeError(f"cell: expected a BasicRNNCell or MultiRNNCell, got "
                         f"{check._describe(cell)}")
     if not isinstance(time_major, bool):
         raise TypeError(f"time_major: expected a bool, got {time_major!r}")
     xp = api._xp(x)
-    x = check.array("inputs", x, xp, 3)
+    x = check.array("inputs", x, xp, 3, contiguous=False)
     if x.dtype != cell.dtype:
         raise TypeError(f"inputs: expected dtype {cell.dtype} (the cell's dtype), got {x.dtype}")
     T, B, I = x.shape if time_major else (x.shape[1], x.shape[0], x.shape[2])
@@ -393,24 +431,40 @@ def _run(cell: Cell, x, initial_state, sequence_length, time_major: bool, backen
     for k, h0 in enumerate(h0s):
         if h0 is not None:
             name = f"initial_state[{k}]" if multi else "initial_state"
-            h0 = check.array(name, h0, xp, 2, x.dtype)
+            h0 = check.array(name, h0, xp, 2, x.dtype, contiguous=False)
             check.shape(name, h0, (B, cells[k].num_units), "[B,H]")
             h0s[k] = h0
     cell.build(I, xp)
     lengths = None
     if sequence_length is not None:  # validated once here, then reused by every layer
         lengths = check.lengths("sequence_length", sequence_length, xp, B, T)
+    # what the tape's backward reads must stay what this forward read, whatever the caller later
+    # writes into its arrays or into the weights: the forward runs on copies that the tape keeps
+    # (one copy of a cell shared by several layers; the layers above 0 read the layer below's
+    # fresh outputs, and static_rnn's x is already a fresh stack of the steps)
+    weights = {id(c): (c.w_ih, c.w_hh) for c in cells}
+    if taped:
+        x = x if static else x.copy()
+        h0s = [None if h0 is None else h0.copy() for h0 in h0s]
+        lengths = None if lengths is None else lengths.copy()
+        weights = {key: (w_ih.copy(), w_hh.copy()) for key, (w_ih, w_hh) in weights.items()}
+    layer_weights = [weights[id(c)] for c in cells]
     xs, ys, states = [], [], []
     inp = x
     for k, c in enumerate(cells):
-        y, h = api.rnn_forward(inp, h0s[k], c.w_ih, c.w_hh, c.b, lengths, time_major,
+        w_ih, w_hh = layer_weights[k]
+        y, h = api.rnn_forward(inp, h0s[k], w_ih, w_hh, c.b, lengths, time_major,
                                backend=backend)
         xs.append(inp)
         ys.append(y)
         states.append(h)
         inp = y
     state = tuple(states) if multi else states[0]
-    tape = RNNTape(cells, xs, h0s, ys, lengths, time_major, backend, multi, static)
+    if not taped:
+        return ys[-1], state, None
+    # the returned outputs are the caller's; backward takes tanh' from the tape's copy
+    tape = RNNTape(cells, layer_weights, xs, h0s, ys[:-1] + [ys[-1].copy()], lengths, time_major,
+                   backend, multi, static)
     return ys[-1], state, tape
 
 
@@ -445,7 +499,7 @@ def dynamic_rnn(cell: Cell, inputs, sequence_length=None, initial_state=None,
     tape : RNNTape, only when ``return_tape``
     """
     outputs, state, tape = _run(cell, inputs, initial_state, sequence_length, time_major,
-                                backend, static=False)
+                                backend, static=False, taped=return_tape)
     return (outputs, state, tape) if return_tape else (outputs, state)
 
 
@@ -469,6 +523,6 @@ def static_rnn(cell: Cell, inputs: Sequence, initial_state=None, sequence_length
     """
     x = _stack_steps("inputs", inputs)
     outputs, state, tape = _run(cell, x, initial_state, sequence_length, True, backend,
-                                static=True)
+                                static=True, taped=return_tape)
     outputs = list(outputs)
     return (outputs, state, tape) if return_tape else (outputs, state)

@@ -226,6 +226,55 @@ def test_grads_accumulate_over_calls_and_zero_grad_resets():
     assert not np.any(g0.weights[cell]["w_ih"]) and not np.any(g0.inputs)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("static", [False, True])
+def test_backward_after_in_place_writes_is_still_the_forwards(backend, static):
+    """The docstring's SGD step on the weights, then writes into inputs, initial_state,
+    sequence_length and outputs: a second backward gives bitwise the first one's gradients.
+    A shared cell ([shared, shared, top]) still gets the sum over its layers."""
+    x, lengths, h0s, dy, dhs = case(True, True, True, I=4, Hs=(4, 4, 5))
+    dt = precision(backend)[0]
+    shared, top = BasicRNNCell(4, seed=0, dtype=dt), BasicRNNCell(5, seed=1, dtype=dt)
+    multi = MultiRNNCell([shared, shared, top])
+    x, dy = dev(x, backend), dev(dy, backend)
+    h0s, dhs = [dev(h, backend) for h in h0s], [dev(d, backend) for d in dhs]
+    lens = lengths.astype(np.int32)  # int32: sequence_length is then used as given, not copied
+    if backend == "cuda":
+        import cupy
+
+        lens = cupy.asarray(lens)
+    if static:
+        out, _, tape = static_rnn(multi, list(x), tuple(h0s), lens, return_tape=True,
+                                  backend=backend)
+        d_out = list(dy)
+    else:
+        out, _, tape = dynamic_rnn(multi, x, lens, tuple(h0s), time_major=True,
+                                   return_tape=True, backend=backend)
+        d_out = dy
+    g1 = tape.backward(d_out, dhs)
+    assert set(g1.weights) == {shared, top}
+    for c in multi.unique_cells():
+        for name, grad in c.grads.items():
+            getattr(c, name)[...] -= 0.1 * grad
+    x[...] = 7
+    for h in h0s:
+        h[...] = 3
+    lens[...] = 1
+    for o in out if static else [out]:
+        o[...] = 0.5
+    g2 = tape.backward(d_out, dhs)
+    for t, (a, b) in enumerate(zip(g1.inputs if static else [g1.inputs],
+                                   g2.inputs if static else [g2.inputs])):
+        np.testing.assert_array_equal(host(a), host(b), err_msg=f"inputs[{t}]")
+    for k in range(3):
+        np.testing.assert_array_equal(host(g1.initial_state[k]), host(g2.initial_state[k]),
+                                      err_msg=f"initial_state[{k}]")
+    for c in (shared, top):
+        for name in ("w_ih", "w_hh", "b"):
+            np.testing.assert_array_equal(host(g1.weights[c][name]), host(g2.weights[c][name]),
+                                          err_msg=f"{c!r}.{name}")
+
+
 def test_one_step_call_and_zero_state():
     rng = np.random.default_rng(0)
     cell = BasicRNNCell(5, seed=0, dtype="float64")
@@ -323,12 +372,43 @@ def test_a_built_cell_refuses_another_input_size():
 
 
 def test_tape_backward_checks_d_state_and_d_outputs():
-    multi = MultiRNNCell([BasicRNNCell(4), BasicRNNCell(4)])
+    """Errors name backward's own arguments (d_outputs, d_state and its elements)."""
+    multi = MultiRNNCell([BasicRNNCell(4), BasicRNNCell(3)])
     _, _, tape = dynamic_rnn(multi, _x(), return_tape=True, backend="reference")
-    with pytest.raises(ValueError, match="d_state: expected a tuple of 2 arrays"):
+    with pytest.raises(ValueError, match="^d_state: expected a tuple of 2 arrays"):
         tape.backward(None, np.zeros((2, 4), np.float32))
-    with pytest.raises(ValueError, match=r"dy: expected shape \[B,T,H\]"):
+    with pytest.raises(ValueError, match=r"^d_outputs: expected shape \[B,T,H\] = \(2, 3, 3\)"):
         tape.backward(np.zeros((2, 3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"^d_state\[1\]: expected shape \[B,H_k\] = \(2, 3\)"):
+        tape.backward(None, (None, np.zeros((2, 4), np.float32)))
+    with pytest.raises(TypeError, match=r"^d_state\[0\]: expected dtype float32"):
+        tape.backward(None, (np.zeros((2, 4)), None))
+    _, _, tape = dynamic_rnn(BasicRNNCell(4), _x(), time_major=True, return_tape=True,
+                             backend="reference")
+    with pytest.raises(ValueError, match=r"^d_state: expected shape \[B,H\] = \(3, 4\)"):
+        tape.backward(None, np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match="^d_outputs: expected dtype float32"):
+        tape.backward(np.zeros((2, 3, 4)))
     _, _, tape = static_rnn(BasicRNNCell(4), list(_x(T=3)), return_tape=True, backend="reference")
-    with pytest.raises(ValueError, match="d_outputs: expected a list of T = 2 arrays"):
+    with pytest.raises(ValueError, match="^d_outputs: expected a list of T = 2 arrays"):
         tape.backward([np.zeros((3, 4), np.float32)])
+    with pytest.raises(ValueError, match=r"^d_outputs\[0\]: expected shape \[B,H\] = \(3, 4\)"):
+        tape.backward([np.zeros((3, 5), np.float32)] * 2)
+
+
+@pytest.mark.parametrize("inputs, state, exc, match", [
+    (np.zeros((2, 3), np.float32), np.zeros((2, 5), np.float32), ValueError,
+     r"^state: expected shape \[B,H\] = \(2, 4\), got shape \(2, 5\)"),
+    (np.zeros((2, 3), np.float32), np.zeros((2, 4)), TypeError,
+     "^state: expected dtype float32 .the cell's dtype., got float64"),
+    (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), ValueError,
+     "^state: expected 2 dimensions"),
+    (np.zeros((2, 3), np.float32), "zeros", TypeError, "^state: expected a numpy array"),
+    (np.zeros((0, 3), np.float32), None, ValueError,
+     r"^inputs: expected shape \[B,I\] with B >= 1 and I >= 1, got shape \(0, 3\)"),
+    (np.zeros((2, 0), np.float32), None, ValueError,
+     r"^inputs: expected shape \[B,I\] with B >= 1 and I >= 1, got shape \(2, 0\)"),
+])
+def test_cell_call_errors_name_its_arguments(inputs, state, exc, match):
+    with pytest.raises(exc, match=match):
+        BasicRNNCell(4)(inputs, state, backend="reference")
