@@ -24,6 +24,8 @@ a truncated or corrupted file raises :class:`CheckpointError` naming it.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import re
 from collections.abc import Mapping
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fastrnn import _validate as check
 from fastrnn.classifier import RNNClassifier
 
 __all__ = ["Checkpoint", "CheckpointError", "checkpoint_path", "latest_checkpoint",
@@ -77,12 +80,27 @@ class Checkpoint:
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
     def rng(self) -> np.random.Generator:
-        """A ``numpy.random.Generator`` in the saved state (raises if none was saved)."""
+        """A ``numpy.random.Generator`` in the saved state (:class:`CheckpointError` if none was
+        saved or the state is not one)."""
         if self.rng_state is None:
             raise CheckpointError(f"{self.path}: holds no RNG state")
-        bit_generator = getattr(np.random, self.rng_state["bit_generator"])()
-        bit_generator.state = self.rng_state
-        return np.random.Generator(bit_generator)
+        return _generator(self.path, self.rng_state)
+
+
+def _generator(path: Path, state: Any) -> np.random.Generator:
+    """A Generator whose bit generator is in ``state`` (the ``ckpt_rng`` entry of ``path``), or
+    :class:`CheckpointError` naming the file."""
+    kind = state.get("bit_generator") if isinstance(state, dict) else None
+    cls = getattr(np.random, kind, None) if isinstance(kind, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)):
+        raise CheckpointError(f"{path}: damaged checkpoint (ckpt_rng: expected the state of a "
+                              f"NumPy bit generator, got {str(state)[:80]})")
+    try:
+        bit_generator = cls()
+        bit_generator.state = state
+    except Exception as e:  # NumPy's own check of the state: Key-, Type-, ValueError, ...
+        raise CheckpointError(f"{path}: damaged checkpoint (ckpt_rng: {_one_line(e)})") from e
+    return np.random.Generator(bit_generator)
 
 
 def checkpoint_path(directory: str | os.PathLike, epoch: int) -> Path:
@@ -110,6 +128,36 @@ def _json_entry(obj: Any) -> np.ndarray:
     return np.array(json.dumps(obj, sort_keys=True))
 
 
+def _config(config: Any) -> dict:
+    """The ``config`` argument (a mapping, or None for none) as JSON data (see
+    :func:`_plain_config`)."""
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a mapping of str to JSON values or None, got "
+                        f"{check._describe(config)}")
+    return _plain_config("config", config or {})
+
+
+def _plain_config(name: str, value: Any) -> Any:
+    """``value`` (the ``config``, or the part of it called ``name``) as JSON data: NumPy scalars
+    become Python ones, tuples lists. Refused: keys that are not str, values JSON cannot hold, and
+    NaN or inf (NaN equals nothing, so a run could never match the saved configuration)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        check.fail(name, "finite numbers (a NaN config could never be matched on resuming)",
+                   value)
+    if value is None or isinstance(value, (str, int, float)):  # bool is an int
+        return value
+    if isinstance(value, Mapping):
+        if bad := [k for k in value if not isinstance(k, str)]:
+            raise TypeError(f"{name}: expected str keys, got {check._describe(bad[0])}")
+        return {k: _plain_config(f"{name}[{k!r}]", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_config(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    raise TypeError(f"{name}: expected JSON values (str, int, float, bool, None, and lists and "
+                    f"dicts of them), got {check._describe(value)}")
+
+
 def _fsync_dir(path: Path) -> None:
     """Flush the folder's entry for a renamed file, where the file system allows it."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -133,12 +181,18 @@ def save_checkpoint(directory: str | os.PathLike, model: RNNClassifier, epoch: i
     model : RNNClassifier
         Saved with :meth:`RNNClassifier.save` (parameters, Adam moments and step).
     epoch : int
-        Completed epochs (>= 0); names the file.
+        Completed epochs (>= 0); names the file. At least the epoch of every checkpoint
+        already in ``directory`` (the same epoch is overwritten): runs resume from the
+        highest-numbered checkpoint, so a lower epoch, typically a run starting over in a folder
+        that an earlier run left further along, is refused with a ``ValueError`` naming that
+        checkpoint before anything is written or pruned (use another folder, or remove the old
+        checkpoints). The checkpoint written is thus always the newest; ``keep`` never prunes it.
     rng : numpy.random.Generator, optional
         Its bit-generator state is saved, so shuffling continues as in an uninterrupted run.
     config : mapping of str to JSON values, optional
         The run's settings; :func:`load_checkpoint` refuses the file for a run whose settings
-        differ.
+        differ. NumPy scalars are saved as Python numbers; NaN and inf are refused (NaN equals
+        nothing: the run could never be resumed).
     state : mapping of str to array-like, optional
         Anything else the loop needs to continue exactly (counters, running sums, history), as
         numeric or string arrays (no objects: nothing is pickled). Names must be identifiers.
@@ -150,12 +204,19 @@ def save_checkpoint(directory: str | os.PathLike, model: RNNClassifier, epoch: i
     Path
         The checkpoint written.
     """
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+    if not isinstance(model, RNNClassifier):
+        raise TypeError(f"model: expected an RNNClassifier, got {check._describe(model)}")
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise ValueError(f"epoch: expected an int >= 0, got {epoch!r}")
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, numbers.Integral)
+                             or keep < 1):
         raise ValueError(f"keep: expected an int >= 1 or None, got {keep!r}")
-    entries = {"ckpt_format": np.array(FORMAT_VERSION), "ckpt_epoch": np.array(int(epoch)),
-               "ckpt_config": _json_entry(dict(config or {}))}
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator or None, got "
+                        f"{check._describe(rng)}")
+    epoch = int(epoch)
+    entries = {"ckpt_format": np.array(FORMAT_VERSION), "ckpt_epoch": np.array(epoch),
+               "ckpt_config": _json_entry(_config(config))}
     if rng is not None:
         entries["ckpt_rng"] = _json_entry(rng.bit_generator.state)
     for name, value in (state or {}).items():
@@ -168,11 +229,16 @@ def save_checkpoint(directory: str | os.PathLike, model: RNNClassifier, epoch: i
         entries[_STATE + name] = a
 
     d = Path(directory)
+    found = list_checkpoints(d)
+    if found and found[-1][0] > epoch:
+        check.fail("epoch", f"an epoch >= {found[-1][0]}, that of the newest checkpoint "
+                   f"{found[-1][1]} (runs resume from the newest: to start over, use another "
+                   f"directory or remove it)", epoch)
     d.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(d, epoch)
     model.save(final, extra=entries)  # the model's format plus ours; atomic and flushed
     _fsync_dir(d)
-    if keep is not None:
+    if keep is not None:  # the highest epoch is the one just written: never pruned
         for _, old in list_checkpoints(d)[:-keep]:
             old.unlink(missing_ok=True)
     return final
@@ -223,7 +289,7 @@ def load_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | None
                               f"file from RNNClassifier.save?)")
     try:
         version = int(data["ckpt_format"])
-        epoch = int(data["ckpt_epoch"])
+        epoch = data["ckpt_epoch"]
         saved_config = json.loads(str(data["ckpt_config"]))
         rng_state = json.loads(str(data["ckpt_rng"])) if "ckpt_rng" in data else None
     except Exception as e:
@@ -231,8 +297,19 @@ def load_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | None
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version}, this fastrnn reads "
                               f"{FORMAT_VERSION}")
+    if epoch.shape != () or epoch.dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: damaged checkpoint (ckpt_epoch: expected an int >= 0, got "
+                              f"{check._describe(epoch)})")
+    if epoch < 0:
+        raise CheckpointError(f"{path}: damaged checkpoint (ckpt_epoch: expected an int >= 0, got "
+                              f"{epoch})")
+    if not isinstance(saved_config, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint (ckpt_config: expected a JSON object, "
+                              f"got {type(saved_config).__name__})")
+    if rng_state is not None:
+        _generator(path, rng_state)  # refuse a damaged state now, not when the loop asks for it
     if config is not None:
-        config = json.loads(json.dumps(dict(config)))  # compare as saved: tuples -> lists etc.
+        config = _config(config)  # compare as saved: tuples -> lists etc.
         diff = [f"{k} {saved_config[k]!r} (this run {v!r})" if k in saved_config
                 else f"{k} missing (this run {v!r})"
                 for k, v in config.items() if saved_config.get(k, _MISSING) != v]
@@ -245,7 +322,7 @@ def load_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | None
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from e
     state = {k[len(_STATE):]: v for k, v in data.items() if k.startswith(_STATE)}
-    return Checkpoint(path=path, model=model, epoch=epoch, config=saved_config,
+    return Checkpoint(path=path, model=model, epoch=int(epoch), config=saved_config,
                       rng_state=rng_state, state=state)
 
 

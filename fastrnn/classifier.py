@@ -60,6 +60,39 @@ def _check_model_size(I: int, H: int, L: int, C: int, dtype: str, xp) -> None:
         check.memory(name, nbytes, xp, sizes)
 
 
+def _check_device(device, backend) -> None:
+    """The ``device`` and ``backend`` arguments of :class:`RNNClassifier` and
+    :meth:`RNNClassifier.load`."""
+    if device not in DEVICES:
+        check.fail("device", f"one of {DEVICES}", repr(device))
+    if backend not in (None, "reference"):
+        check.fail("backend", "None or 'reference'", repr(backend))
+    if backend == "reference" and device != "cpu":
+        check.fail("backend", "'reference' only with device='cpu'", f"device={device!r}")
+
+
+def _lr(value, dtype: str) -> float:
+    """The learning rate: a finite float > 0 that ``dtype`` can hold (a larger one overflows the
+    Adam update to inf in that dtype)."""
+    lr = check.positive_float("lr", value)
+    top = float(np.finfo(dtype).max)
+    if lr > top:
+        check.fail("lr", f"a finite float > 0 that {dtype} can hold (<= {top:.8g})", lr)
+    return lr
+
+
+def _entry(path: Path, data: dict, name: str, kinds: str, shape: tuple[int, ...],
+           expected: str) -> int | float | list:
+    """Entry ``name`` of model file ``path``: an array of dtype kind ``kinds`` (``"iu"``
+    integers, ``"f"`` floats) and ``shape``, as a Python number (0-d) or a list of them; else
+    ``ValueError`` naming the file and the entry."""
+    a = data[name]
+    if a.dtype.kind not in kinds or a.shape != shape:
+        check.fail(f"{path}: {name}", expected, check._describe(a))
+    to = int if kinds == "iu" else float
+    return to(a) if shape == () else [to(s) for s in a]
+
+
 def _clip_norm(value) -> float | None:
     """``clip_norm`` as stored: None (no clipping) for None or 0, else a finite float > 0."""
     if value is None:
@@ -113,11 +146,12 @@ class RNNClassifier:
         "cpu" takes and returns NumPy arrays and runs the fused Numba kernels; "cuda" runs the CUDA
         kernels through CuPy (inputs may be NumPy or CuPy; outputs are CuPy).
     lr : float
-        Adam learning rate (> 0). Adam's betas are 0.9/0.999 and eps 1e-8, added to
-        ``sqrt(v_hat)`` (see :func:`fastrnn.reference.adam_update`).
+        Adam learning rate (> 0, and at most the largest ``dtype`` number). Adam's betas are
+        0.9/0.999 and eps 1e-8, added to ``sqrt(v_hat)`` (see
+        :func:`fastrnn.reference.adam_update`).
     seed : int
-        Seeds the Keras-style initialisation (Glorot-uniform ``W_ih`` and dense, orthogonal
-        ``W_hh``, zero biases).
+        In [0, 2**64) (saved as a 64-bit integer). Seeds the Keras-style initialisation
+        (Glorot-uniform ``W_ih`` and dense, orthogonal ``W_hh``, zero biases).
     backend : {None, "reference"}
         None runs the device's kernels; "reference" (CPU only) runs the NumPy reference, for tests
         and benchmarks.
@@ -129,6 +163,9 @@ class RNNClassifier:
 
     Attributes
     ----------
+    lr : float
+        The learning rate; may be changed between steps (a schedule), checked as in the
+        constructor.
     step : int
         Adam steps taken (a refused step does not count).
     last_grad_norm : float or None
@@ -143,17 +180,14 @@ class RNNClassifier:
         sizes = {n: check.positive_int(n, v) for n, v in (
             ("input_size", input_size), ("hidden_size", hidden_size),
             ("num_layers", num_layers), ("num_classes", num_classes))}
-        if device not in DEVICES:
-            check.fail("device", f"one of {DEVICES}", repr(device))
-        if backend not in (None, "reference"):
-            check.fail("backend", "None or 'reference'", repr(backend))
-        if backend == "reference" and device != "cpu":
-            check.fail("backend", "'reference' only with device='cpu'", f"device={device!r}")
+        _check_device(device, backend)
         if str(dtype) not in ("float32", "float64"):
             check.fail("dtype", "'float32' or 'float64'", repr(dtype))
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             check.fail("seed", "an int >= 0", repr(seed))
-        self.lr = check.positive_float("lr", lr)
+        if seed >= 2**64:  # save() stores it as a 64-bit integer
+            check.fail("seed", "an int < 2**64", repr(seed))
+        self._lr = _lr(lr, str(dtype))
         self.clip_norm = _clip_norm(clip_norm)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
         _check_model_size(*sizes.values(), str(dtype), np if device == "cpu" else None)
@@ -175,11 +209,21 @@ class RNNClassifier:
         self.step = 0
         self.last_grad_norm: float | None = None
 
+    @property
+    def lr(self) -> float:
+        """Adam learning rate."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _lr(value, self.spec.dtype)
+
     # -- inputs -------------------------------------------------------------------------------
     def _x(self, x):
         """``x [B,T,I]`` as a C-contiguous array of the model's dtype on its device."""
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise TypeError(f"x: expected an array of shape [B,T,I], got {type(x).__name__}")
+        if not hasattr(x, "shape") or not check._numpy_dtype(x):
+            raise TypeError(f"x: expected a NumPy or CuPy array of shape [B,T,I], got "
+                            f"{check._describe(x)}")
         if self.xp is np and type(x).__module__.startswith("cupy"):
             raise TypeError(f"x: expected a NumPy array (the model is on device 'cpu'), got "
                             f"{check._describe(x)}")
@@ -285,7 +329,20 @@ class RNNClassifier:
 
     @classmethod
     def load(cls, path, device: str = "cpu", *, backend: str | None = None) -> RNNClassifier:
-        """Read a model written by :meth:`save`; ``device``/``backend`` as in the constructor."""
+        """Read a model written by :meth:`save`; ``device``/``backend`` as in the constructor.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ValueError
+            The file is not a fastrnn model file, or an entry holds what no saved model holds
+            (sizes, seed or step that are not integers in range, hyper-parameters that the
+            constructor refuses or Adam cannot use, NaN or inf in the parameters or moments, a
+            negative second moment), from which training would write NaN or inf. The message
+            names the file and the entry.
+        """
+        _check_device(device, backend)
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -295,20 +352,45 @@ class RNNClassifier:
         except Exception as e:
             raise ValueError(f"{path}: not a fastrnn model file ({type(e).__name__}: {e})") from e
         need = {"format_version", "sizes", "dtype", "seed", "step", "hyper", "params", "m", "v"}
-        if not need <= data.keys() or int(data["format_version"]) != _FORMAT_VERSION:
+        if not need <= data.keys():
             raise ValueError(f"{path}: not a fastrnn model file of format {_FORMAT_VERSION} "
                              f"(keys {sorted(data)})")
-        i, h, n, c = (int(s) for s in data["sizes"])
-        lr, b1, b2, eps = (float(s) for s in data["hyper"])
-        clip = float(data["clip_norm"]) if "clip_norm" in data else None  # older files: none
-        model = cls(i, h, n, c, device=device, lr=lr, seed=int(data["seed"]), backend=backend,
-                    dtype=str(data["dtype"]), clip_norm=clip)
+        version = _entry(path, data, "format_version", "iu", (), "an integer")
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"{path}: not a fastrnn model file of format {_FORMAT_VERSION} "
+                             f"(format_version {version})")
+        sizes = _entry(path, data, "sizes", "iu", (4,),
+                       "4 integers (input_size, hidden_size, num_layers, num_classes)")
+        lr, b1, b2, eps = _entry(path, data, "hyper", "f", (4,),
+                                 "4 floats (lr, beta1, beta2, eps)")
+        for name, beta in (("beta1", b1), ("beta2", b2)):
+            if not 0 <= beta < 1:
+                check.fail(f"{path}: hyper: {name}", "a float in [0, 1)", beta)
+        if not (math.isfinite(eps) and eps > 0):
+            check.fail(f"{path}: hyper: eps", "a finite float > 0", eps)
+        step = _entry(path, data, "step", "iu", (), "an integer")
+        if not 0 <= step < np.iinfo(np.int64).max:  # the next step's number is an int64 too
+            check.fail(f"{path}: step", f"an integer in [0, {np.iinfo(np.int64).max})", step)
+        seed = _entry(path, data, "seed", "iu", (), "an integer")
+        clip = (_entry(path, data, "clip_norm", "f", (), "a float")
+                if "clip_norm" in data else None)  # older files: none
+        try:
+            model = cls(*sizes, device=device, lr=lr, seed=seed, backend=backend,
+                        dtype=str(data["dtype"]), clip_norm=clip)
+        except ValueError as e:  # the file's values: the arguments were checked above
+            raise ValueError(f"{path}: {e}") from e
+        except MemoryError as e:  # sizes beyond this machine's memory
+            raise MemoryError(f"{path}: {e}") from e
         for name in ("params", "m", "v"):
             a = data[name]
             if a.shape != (model.spec.size,) or str(a.dtype) != model.spec.dtype:
                 raise ValueError(f"{path}: {name} has shape {a.shape} and dtype {a.dtype}, "
                                  f"expected ({model.spec.size},) {model.spec.dtype}")
+            if bad := int(np.count_nonzero(~np.isfinite(a))):
+                check.fail(f"{path}: {name}", "finite values", f"{bad} NaN or inf")
+            if name == "v" and (bad := int(np.count_nonzero(a < 0))):
+                check.fail(f"{path}: v", "values >= 0 (Adam's second moment)", f"{bad} negative")
             getattr(model, name)[...] = model.xp.asarray(a)
         model.beta1, model.beta2, model.eps = b1, b2, eps
-        model.step = int(data["step"])
+        model.step = step
         return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 
 import numpy as np
@@ -95,11 +96,39 @@ def test_keep_prunes_oldest_and_latest_is_highest_epoch(tmp_path):
         save_checkpoint(tmp_path, model, epoch, keep=2)
     assert [e for e, _ in list_checkpoints(tmp_path)] == [4, 5]
     assert latest_checkpoint(tmp_path) == tmp_path / "epoch-0005.npz"
-    save_checkpoint(tmp_path, model, 10, keep=None)
-    save_checkpoint(tmp_path, model, 9, keep=None)  # by epoch number, not by write time
-    assert latest_checkpoint(tmp_path).name == "epoch-0010.npz"
+    save_checkpoint(tmp_path, model, 9999, keep=None)
+    save_checkpoint(tmp_path, model, 10000, keep=None)  # by epoch number, not by name
+    assert latest_checkpoint(tmp_path).name == "epoch-10000.npz"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "epoch-0004.npz", "epoch-0005.npz", "epoch-0009.npz", "epoch-0010.npz"]
+        "epoch-0004.npz", "epoch-0005.npz", "epoch-10000.npz", "epoch-9999.npz"]
+
+
+@pytest.mark.parametrize("keep", [1, 3, None])
+def test_an_epoch_below_the_newest_checkpoint_is_refused_and_nothing_pruned(tmp_path, keep):
+    """An earlier run left epoch 5: a run starting over must not write epoch 1 (resuming would
+    take 5), and epoch 1 with keep=1 must never be pruned as soon as written."""
+    model = trained_model(1)
+    save_checkpoint(tmp_path, model, 5, keep=keep)
+    with pytest.raises(ValueError, match=r"epoch: expected an epoch >= 5, that of the newest "
+                       r"checkpoint .*epoch-0005\.npz .*, got 1$"):
+        save_checkpoint(tmp_path, model, 1, keep=keep)
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [5]
+    # the same epoch again is overwritten, and the next is written and kept
+    assert save_checkpoint(tmp_path, model, 5, keep=keep).exists()
+    assert save_checkpoint(tmp_path, model, 6, keep=keep) == latest_checkpoint(tmp_path)
+    assert [e for e, _ in list_checkpoints(tmp_path)] == ([6] if keep == 1 else [5, 6])
+
+
+def test_numpy_integers_and_scalars_in_config_are_accepted(tmp_path):
+    config = {"lr": np.float32(0.5), "layers": np.int64(2), "shuffle": np.bool_(True),
+              "sizes": (np.int32(3), 4), "name": np.str_("a")}
+    path = save_checkpoint(tmp_path, trained_model(1), np.int64(3), keep=np.int64(2),
+                           config=config)
+    assert path.name == "epoch-0003.npz"
+    c = load_checkpoint(path, config=config)  # compared as saved
+    assert c.epoch == 3 and c.config == {"lr": 0.5, "layers": 2, "shuffle": True,
+                                         "sizes": [3, 4], "name": "a"}
+    assert type(c.config["lr"]) is float and type(c.config["shuffle"]) is bool
 
 
 @pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
@@ -195,12 +224,63 @@ def test_format_version_is_checked(saved, tmp_path):
     ({"epoch": -1}, ValueError, "epoch: expected an int >= 0, got -1"),
     ({"epoch": 1.0}, ValueError, "epoch: expected an int >= 0, got 1.0"),
     ({"keep": 0}, ValueError, "keep: expected an int >= 1 or None, got 0"),
+    ({"keep": True}, ValueError, "keep: expected an int >= 1 or None, got True"),
     ({"state": {"bad name": 1}}, ValueError, "state: expected identifier names, got 'bad name'"),
     ({"state": {"obj": [object()]}}, TypeError, "state['obj']: expected a numeric or string"),
+    ({"model": "model.npz"}, TypeError, "model: expected an RNNClassifier, got str 'model.npz'"),
+    ({"rng": np.random.RandomState(0)}, TypeError,
+     "rng: expected a numpy.random.Generator or None, got RandomState"),
+    # NaN != NaN: a run could never resume from it
+    ({"config": {"lr": float("nan")}}, ValueError,
+     "config['lr']: expected finite numbers (a NaN config could never be matched on resuming), "
+     "got nan"),
+    ({"config": {"a": {"b": [1, np.float32("inf")]}}}, ValueError,
+     "config['a']['b'][1]: expected finite numbers"),
+    ({"config": {"w": np.zeros(2)}}, TypeError, "config['w']: expected JSON values (str, int, "
+                                                "float, bool, None, and lists and dicts of them), "
+                                                "got numpy array of shape (2,)"),
+    ({"config": {1: 2}}, TypeError, "config: expected str keys, got int 1"),
+    ({"config": [("lr", 1)]}, TypeError, "config: expected a mapping of str to JSON values or "
+                                         "None, got list"),
 ])
 def test_bad_arguments(tmp_path, kwargs, error, message):
-    kwargs = {"epoch": 1} | kwargs
+    kwargs = {"model": trained_model(1), "epoch": 1} | kwargs
     with pytest.raises(error) as e:
-        save_checkpoint(tmp_path, trained_model(1), **kwargs)
+        save_checkpoint(tmp_path, **kwargs)
     assert message in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def _with_entry(path, name: str, value) -> None:
+    """Rewrite the checkpoint at ``path`` with entry ``name`` replaced by ``value``."""
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    np.savez(path, **(data | {name: np.asarray(value)}))
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("ckpt_rng", '{"bit_generator": "Nope"}', "ckpt_rng: expected the state of a NumPy bit "
+                                              "generator, got {'bit_generator': 'Nope'}"),
+    ("ckpt_rng", '{"bit_generator": "BitGenerator"}', "ckpt_rng: NotImplementedError"),
+    ("ckpt_rng", '{"bit_generator": "PCG64", "state": 3}', "ckpt_rng: TypeError"),
+    ("ckpt_rng", '{"bit_generator": "MT19937", "state": {}}', "ckpt_rng: KeyError"),
+    ("ckpt_rng", "[1, 2]", "ckpt_rng: expected the state of a NumPy bit generator, got [1, 2]"),
+    ("ckpt_epoch", -5, "ckpt_epoch: expected an int >= 0, got -5"),
+    ("ckpt_epoch", 2.0, "ckpt_epoch: expected an int >= 0, got numpy array of shape () and "
+                        "dtype float64"),
+    ("ckpt_config", "[1]", "ckpt_config: expected a JSON object, got list"),
+])
+def test_a_damaged_checkpoint_entry_is_a_checkpoint_error(saved, name, value, message):
+    path = saved[0]
+    _with_entry(path, name, value)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(f"{path}: damaged checkpoint (") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("state", [{"bit_generator": "Nope"}, {"bit_generator": "PCG64"}, [1]])
+def test_rng_of_a_damaged_state_is_a_checkpoint_error(saved, state):
+    c = dataclasses.replace(load_checkpoint(saved[0]), rng_state=state)
+    with pytest.raises(CheckpointError, match=r"epoch-0002\.npz: damaged checkpoint \(ckpt_rng: "):
+        c.rng()

@@ -77,10 +77,31 @@ def test_initialisation_is_keras_style():
     ({"lr": "1e-3"}, TypeError, "lr: expected a positive float"),
     ({"dtype": "float16"}, ValueError, "dtype"),
     ({"seed": -1}, ValueError, "seed: expected an int >= 0, got -1"),
+    # save() could not store it (a 64-bit integer entry)
+    ({"seed": 2**64}, ValueError, r"seed: expected an int < 2\*\*64, got 18446744073709551616"),
+    # finite as a Python float, inf in float32: the first Adam update would write inf
+    ({"lr": 1e300}, ValueError,
+     r"lr: expected a finite float > 0 that float32 can hold \(<= 3.4028235e\+38\), got 1e\+300"),
 ])
 def test_constructor_rejects_invalid_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         make("reference", **kwargs)
+
+
+def test_lr_set_later_is_checked_like_the_constructors():
+    model = make("reference", lr=1e-2)
+    model.lr = 5e-3
+    assert model.lr == 5e-3
+    for bad, exc in ((1e39, ValueError), (float("nan"), ValueError), ("0.1", TypeError)):
+        with pytest.raises(exc, match="lr: expected a"):
+            model.lr = bad
+    assert model.lr == 5e-3
+    assert make("reference", lr=1e300, dtype="float64").lr == 1e300  # float64 holds it
+
+
+def test_the_largest_seed_saves_and_loads(tmp_path):
+    make("reference", seed=2**64 - 1, hidden_size=3).save(tmp_path / "m.npz")
+    assert fastrnn.RNNClassifier.load(tmp_path / "m.npz").seed == 2**64 - 1
 
 
 @pytest.mark.parametrize("x, labels, exc, match", [
@@ -88,7 +109,7 @@ def test_constructor_rejects_invalid_arguments(kwargs, exc, match):
      r"x: expected shape \[B,T,I\]"),
     (np.zeros((4, 28 * 28), np.float32), np.zeros(4, int), ValueError, "x: expected shape"),
     (np.zeros((4, 5, 28), np.uint8), np.zeros(4, int), TypeError, "x: expected a floating"),
-    ([[[0.0] * 28]], [0], TypeError, "x: expected an array"),
+    ([[[0.0] * 28]], [0], TypeError, "x: expected a NumPy or CuPy array of shape"),
     (np.zeros((4, 5, 28), np.float32), np.zeros(3, int), ValueError,
      r"labels: expected shape \[B\]"),
     (np.zeros((4, 5, 28), np.float32), np.array([0, 1, 2, 10]), ValueError,
@@ -114,6 +135,74 @@ def test_load_rejects_a_file_that_is_not_a_model(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="other.npz: not a fastrnn model file"):
         fastrnn.RNNClassifier.load(tmp_path / "other.npz")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """The entries of a saved float32 model that took one step (m, v non-zero)."""
+    model = make("reference", input_size=3, hidden_size=4, num_classes=3)
+    model.train_step(np.ones((2, 2, 3), np.float32), np.array([0, 2]))
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    model.save(path)
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _with_one(a: np.ndarray, value: float) -> np.ndarray:
+    a = a.copy()
+    a[1] = value
+    return a
+
+
+# each would load silently before (truncated, or a model whose next train_step writes NaN/inf),
+# or fail with an error naming neither the file nor the entry
+@pytest.mark.parametrize("entry, value, message", [
+    ("step", np.array(-1), r"step: expected an integer in \[0, 9223372036854775807\), got -1"),
+    ("step", np.array(2.7), r"step: expected an integer, got numpy array of shape \(\) and dtype "
+                            r"float64"),
+    ("seed", np.array(2.5), "seed: expected an integer, got numpy array"),
+    ("seed", np.array(-3), "seed: expected an int >= 0, got -3"),
+    ("sizes", np.array([3.9, 4.2, 1.0, 3.0]), r"sizes: expected 4 integers \(input_size, "
+                                              r"hidden_size, num_layers, num_classes\), got"),
+    ("sizes", np.array([3, 4, 1]), r"sizes: expected 4 integers .* shape \(3,\)"),
+    ("sizes", np.array([-4, 4, 1, 3]), "input_size: expected a positive int, got -4"),
+    ("format_version", np.array([1, 1]), r"format_version: expected an integer, got numpy array "
+                                         r"of shape \(2,\)"),
+    ("format_version", np.array(2), r"not a fastrnn model file of format 1 \(format_version 2\)"),
+    ("hyper", np.array([1e-3, 0.9, 0.999]), r"hyper: expected 4 floats \(lr, beta1, beta2, eps\)"),
+    ("hyper", np.array([1e-3, 1.0, 0.999, 1e-8]), r"hyper: beta1: expected a float in \[0, 1\), "
+                                                  r"got 1.0"),
+    ("hyper", np.array([1e-3, np.nan, 0.999, 1e-8]), r"hyper: beta1: expected .*, got nan"),
+    ("hyper", np.array([1e-3, 0.9, -0.5, 1e-8]), r"hyper: beta2: expected .*, got -0.5"),
+    ("hyper", np.array([1e-3, 0.9, 0.999, -1.0]), "hyper: eps: expected a finite float > 0, "
+                                                  "got -1.0"),
+    ("hyper", np.array([1e-3, 0.9, 0.999, np.inf]), "hyper: eps: expected a finite float > 0"),
+    ("hyper", np.array([1e300, 0.9, 0.999, 1e-8]), "lr: expected a finite float > 0 that float32 "
+                                                   "can hold"),
+    ("hyper", np.array([np.nan, 0.9, 0.999, 1e-8]), "lr: expected a finite float > 0, got nan"),
+    ("clip_norm", np.array(-1.0), "clip_norm: expected None, 0 or a finite float > 0, got -1.0"),
+    ("m", "nan", "m: expected finite values, got 1 NaN or inf"),
+    ("v", "inf", "v: expected finite values, got 1 NaN or inf"),
+    ("v", "-1", r"v: expected values >= 0 \(Adam's second moment\), got 1 negative"),
+    ("params", "inf", "params: expected finite values, got 1 NaN or inf"),
+])
+def test_load_refuses_a_tampered_entry_naming_file_and_entry(tmp_path, model_file, entry, value,
+                                                             message):
+    if isinstance(value, str):  # one element of the array set to this value
+        value = _with_one(model_file[entry], float(value))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **(model_file | {entry: value}))
+    with pytest.raises(ValueError, match=message) as e:
+        fastrnn.RNNClassifier.load(bad, backend="reference")
+    assert str(e.value).startswith(f"{bad}: ") and "\n" not in str(e.value)
+
+
+def test_load_names_a_bad_argument_not_the_file(tmp_path, model_file):
+    np.savez(tmp_path / "m.npz", **model_file)
+    with pytest.raises(ValueError, match=r"^device: expected one of \('cpu', 'cuda'\), got 'tpu'"):
+        fastrnn.RNNClassifier.load(tmp_path / "m.npz", device="tpu")
+    loaded = fastrnn.RNNClassifier.load(tmp_path / "m.npz", backend="reference")
+    assert loaded.step == 1 and loaded.seed == 0
 
 
 def test_cuda_device_without_a_gpu_says_why():
