@@ -97,6 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("layers", "hidden", "batch_size", "epochs", "keep_checkpoints"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        p.error(f"--seed: expected an int >= 0, got {args.seed}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         p.error(f"--lr: expected a finite float > 0, got {args.lr}")
     if args.max_steps is not None and args.max_steps < 1:
@@ -105,6 +107,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--backend reference runs on the CPU only: drop --device cuda")
     if args.resume and args.checkpoint_dir is None:
         p.error("--resume needs --checkpoint-dir DIR")
+    # the data may be downloaded into the cache, but a folder named here must be there
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        p.error(f"--data-dir: expected an existing directory, got {args.data_dir!r}")
+    # created when missing, but only after the first epoch: refuse a file now
+    if args.checkpoint_dir is not None and Path(args.checkpoint_dir).exists() and not Path(
+            args.checkpoint_dir).is_dir():
+        p.error(f"--checkpoint-dir: expected a directory or a path to create, got "
+                f"{args.checkpoint_dir!r}, which is not a directory")
     return args
 
 
@@ -283,9 +293,15 @@ def main(argv=None) -> int:
             print(f"no checkpoint in {args.checkpoint_dir}: starting from scratch", flush=True)
 
     mnist = load_mnist(args.data_dir)
+    if args.batch_size > mnist.train.num_examples:
+        sys.exit(f"error: --batch-size: expected an int <= {mnist.train.num_examples} (the "
+                 f"training images), got {args.batch_size}")
     if ckpt is None:
-        model = fastrnn.RNNClassifier(INPUTS, args.hidden, args.layers, 10, device=device,
-                                      lr=args.lr, seed=args.seed, backend=backend)
+        try:  # sizes the library refuses (too many parameters, more than the memory): one line
+            model = fastrnn.RNNClassifier(INPUTS, args.hidden, args.layers, 10, device=device,
+                                          lr=args.lr, seed=args.seed, backend=backend)
+        except (ValueError, TypeError, MemoryError) as e:
+            sys.exit(f"error: cannot build the model: {e or type(e).__name__}")
         rng = np.random.default_rng(args.seed)
         first_epoch, step, train_steps = 1, 0, 0
         losses, accs, secs, history = [], [], [], np.zeros((0, 4))

@@ -65,10 +65,45 @@ def test_cuda_without_gpu_is_a_one_line_error(mnist_dir):
     (("--backend", "reference", "--device", "cuda"), "--backend reference runs on the CPU only"),
     (("--resume",), "--resume needs --checkpoint-dir DIR"),
     (("--keep-checkpoints", "0"), "--keep-checkpoints: expected an int >= 1, got 0"),
+    (("--seed", "-1"), "--seed: expected an int >= 0, got -1"),
+    (("--data-dir", str(EXAMPLE.parent / "no-such-folder")),
+     f"--data-dir: expected an existing directory, got '{EXAMPLE.parent / 'no-such-folder'}'"),
+    (("--data-dir", str(EXAMPLE)), f"--data-dir: expected an existing directory, got '{EXAMPLE}'"),
+    # refused at once, not by a FileExistsError after the first epoch
+    (("--checkpoint-dir", str(EXAMPLE)),
+     f"--checkpoint-dir: expected a directory or a path to create, got '{EXAMPLE}', which is "
+     f"not a directory"),
 ])
 def test_bad_flags_are_usage_errors(args, message):
     r = run(*args, timeout=120)
-    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.splitlines()[-1].startswith(f"train_mnist.py: error: {message}"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    # more than the 55,000 training images: no step in any epoch
+    (("--batch-size", "55001"),
+     "error: --batch-size: expected an int <= 55000 (the training images), got 55001"),
+    (("--hidden", "1000000"), "error: cannot build the model: hidden_size: expected a parameter "
+                              "count <= 2147483647 (32-bit kernel indexing), got "),
+])
+def test_sizes_refused_after_loading_are_one_line_errors(mnist_dir, tmp_path, args, message):
+    r = run("--device", "cpu", "--epochs", "1", "--max-steps", "5", "--data-dir", str(mnist_dir),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), *args, timeout=120)
+    assert r.returncode == 1 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+def test_model_larger_than_memory_is_a_one_line_error(mnist_dir, monkeypatch):
+    import fastrnn._validate
+
+    monkeypatch.setattr(fastrnn._validate, "total_memory", lambda xp: 2**30)  # a 1 GiB machine
+    msg = exit_message(["--device", "cpu", "--hidden", "8000", "--data-dir", mnist_dir])
+    assert msg.startswith("error: cannot build the model: hidden_size: expected sizes whose "
+                          "arrays and workspaces fit in 1.0 GiB of memory, got "), msg
 
 
 # -- the features of issue 6: TensorBoard, progress bar, plot, checkpoints, first-run line -------
