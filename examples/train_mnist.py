@@ -292,7 +292,10 @@ def main(argv=None) -> int:
         elif args.resume:
             print(f"no checkpoint in {args.checkpoint_dir}: starting from scratch", flush=True)
 
-    mnist = load_mnist(args.data_dir)
+    try:
+        mnist = load_mnist(args.data_dir)
+    except (OSError, ValueError) as e:  # missing or damaged files, a failed download
+        sys.exit(f"error: MNIST: {e}")
     if args.batch_size > mnist.train.num_examples:
         sys.exit(f"error: --batch-size: expected an int <= {mnist.train.num_examples} (the "
                  f"training images), got {args.batch_size}")

@@ -97,6 +97,20 @@ def test_sizes_refused_after_loading_are_one_line_errors(mnist_dir, tmp_path, ar
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
 
 
+def test_missing_or_damaged_mnist_is_a_one_line_error(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTRNN_DATA_DIR", str(tmp_path / "nowhere"))
+    msg = exit_message(["--device", "cpu"])
+    assert msg == (f"error: MNIST: $FASTRNN_DATA_DIR must be an existing directory, got "
+                   f"{str(tmp_path / 'nowhere')!r}"), msg
+    monkeypatch.setenv("FASTRNN_DATA_DIR", str(mnist_dir))  # --data-dir is looked in first
+    damaged = tmp_path / "damaged"
+    shutil.copytree(mnist_dir, damaged)
+    images = damaged / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:1000])
+    msg = exit_message(["--device", "cpu", "--data-dir", damaged])
+    assert msg.startswith(f"error: MNIST: {images}: damaged gzip file"), msg
+
+
 def test_model_larger_than_memory_is_a_one_line_error(mnist_dir, monkeypatch):
     import fastrnn._validate
 
