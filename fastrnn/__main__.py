@@ -5,9 +5,10 @@ folder), then for each backend that can run here (the CPU kernels always; the CU
 CuPy and a GPU are present) its versions and threads, how long its kernels took to compile or load,
 and one line per check against the NumPy reference on tiny float32 inputs: the functional forward,
 the functional backward (random upstream gradients on the outputs *and* the final state, lengths of
-0, 3 and T), and one classifier training step of a 2-layer model. Each line shows the worst error
-ratio ``||ref - out|| / ||ref||`` over that check's outputs and the output it came from. Exits 1 if
-any check disagrees (or raises), else 0.
+0, 3 and T), and one classifier training step of a 2-layer model with clipping active (gradient,
+its norm, Adam's moments and the updated parameters). Each line shows the worst error ratio
+``||ref - out|| / ||ref||`` over that check's outputs and the output it came from. Exits 1 if any
+check disagrees (or raises), else 0.
 """
 
 from __future__ import annotations
@@ -89,23 +90,38 @@ def check_backward(device: str, xp) -> tuple[float, str]:
     return _worst({n: (e, _host(o)) for n, e, o in zip(names, expected, out)})
 
 
+#: the classifier check's clip_norm, below its gradient norm (~6): the clipping is checked too
+CLIP = 0.1
+
+
 def check_classifier(device: str, xp) -> tuple[float, str]:
-    """One training step of a 2-layer float32 classifier against the float64 reference from the
-    same weights: logits before the step, loss, accuracy, and the gradient (Adam's first moment
-    after one step from zero is ``(1 - beta1) * grad``)."""
+    """One training step of a 2-layer float32 classifier, clipping by global norm, against the
+    float64 reference from the same weights: logits before the step, loss, accuracy, the gradient
+    norm, the clipped gradient (Adam's first moment after one step from zero is
+    ``(1 - beta1) * grad``), the second moment, and the parameters after the step against the
+    reference's Adam applied to the step's own clipped gradient (not to the reference's: where a
+    gradient is ~0 a float32 rounding may flip its sign, and Adam moves such a parameter by lr
+    whatever the gradient's size)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     labels = np.array([0, 3, 1])
-    model = fastrnn.RNNClassifier(I, H, 2, C, device=device, seed=1)
+    model = fastrnn.RNNClassifier(I, H, 2, C, device=device, seed=1, clip_norm=CLIP)
     expected = fastrnn.RNNClassifier(I, H, 2, C, device="cpu", seed=1, backend="reference",
-                                     dtype="float64")
-    expected.params[...] = _host(model.params)
+                                     dtype="float64", clip_norm=CLIP)
+    before = _host(model.params).astype(np.float64)
+    expected.params[...] = before
     pairs = {"logits": (expected.predict(x), _host(model.predict(xp.asarray(x))))}
     loss_ref, acc_ref = expected.train_step(x, labels)
     loss, acc = model.train_step(xp.asarray(x), xp.asarray(labels))
     pairs["loss"] = (loss_ref, loss)
     pairs["accuracy"] = (acc_ref, acc)
+    pairs["gradient norm"] = (expected.last_grad_norm, model.last_grad_norm)
     pairs["gradient"] = (expected.m, _host(model.m))
+    pairs["second moment"] = (expected.v, _host(model.v))
+    after, m, v = before.copy(), np.zeros_like(before), np.zeros_like(before)
+    ref.adam_update(after, _host(model.m) / (1 - model.beta1), m, v, 1, model.lr, model.beta1,
+                    model.beta2, model.eps)
+    pairs["parameters"] = (after, _host(model.params))
     return _worst(pairs)
 
 
@@ -167,7 +183,7 @@ def run_checks(device: str, xp, out=print) -> list[str]:
             line = f"max err {err:.1e} ({output})"
         except Exception as e:  # a crash is a disagreement too, reported on one line
             ok, line = False, f"raised {_one_line(e)}"
-        out(f"  {name:<16} {line:<28} tol {tol:.0e}  {'ok' if ok else 'FAIL'}")
+        out(f"  {name:<16} {line:<32} tol {tol:.0e}  {'ok' if ok else 'FAIL'}")
         if not ok:
             failed.append(f"{device} {name}")
     return failed

@@ -16,8 +16,8 @@ from fastrnn.backends import get_backend
 from fastrnn.warmup import WarmupReport, warmup
 from tests.conftest import HAVE_GPU
 
-CHECK_LINE = re.compile(r"^  (rnn_forward|rnn_backward|classifier step) +max err (\S+) \((\w+)\) +"
-                        r"tol (\S+)  (ok|FAIL)$")
+CHECK_LINE = re.compile(r"^  (rnn_forward|rnn_backward|classifier step) +max err (\S+) "
+                        r"\(([\w ]+)\) +tol (\S+)  (ok|FAIL)$")
 
 
 def check_lines(text: str) -> list[re.Match]:
@@ -55,18 +55,30 @@ def _wrong_backward(real):
     return backward
 
 
-def _wrong_classifier(real):
-    def classifier(spec):
-        kernels = real(spec)
-        step = kernels.train_step
+def _wrong_step(spoil):
+    """A CPU classifier whose training step is right, then spoiled by ``spoil(out, params, m,
+    v)``, which returns the step's ``(loss, acc, grad_norm)``."""
+    def wrap(real):
+        def classifier(spec):
+            kernels = real(spec)
+            step = kernels.train_step
 
-        def train_step(params, m, *args):
-            out = step(params, m, *args)
-            m *= np.float32(1.001)  # the gradient Adam saw, 1e-3 off
-            return out
-        kernels.train_step = train_step
-        return kernels
-    return classifier
+            def train_step(params, m, v, *args):
+                return spoil(step(params, m, v, *args), params, m, v)
+            kernels.train_step = train_step
+            return kernels
+        return classifier
+    return wrap
+
+
+def _scaled(which):
+    """Spoils one of the step's results by 1e-3: 10x the tolerance."""
+    def spoil(out, params, m, v):
+        if which == "norm":
+            return out[0], out[1], out[2] * 1.001
+        {"params": params, "m": m, "v": v}[which][...] *= np.float32(1.001)
+        return out
+    return spoil
 
 
 def _raising(real):
@@ -78,7 +90,10 @@ def _raising(real):
 @pytest.mark.parametrize("attr, wrap, failing, shown", [
     ("rnn_forward", _wrong_forward, "rnn_forward", "(y)"),
     ("rnn_backward", _wrong_backward, "rnn_backward", "(dw_hh)"),
-    ("classifier", _wrong_classifier, "classifier step", "(gradient)"),
+    ("classifier", _wrong_step(_scaled("m")), "classifier step", "(gradient)"),
+    ("classifier", _wrong_step(_scaled("v")), "classifier step", "(second moment)"),
+    ("classifier", _wrong_step(_scaled("params")), "classifier step", "(parameters)"),
+    ("classifier", _wrong_step(_scaled("norm")), "classifier step", "(gradient norm)"),
     ("rnn_forward", _raising, "rnn_forward", "raised RuntimeError: kernel launch failed "),
 ])
 def test_a_disagreeing_backend_fails(monkeypatch, capsys, attr, wrap, failing, shown):
