@@ -166,6 +166,8 @@ class RNNClassifier:
     lr : float
         The learning rate; may be changed between steps (a schedule), checked as in the
         constructor.
+    clip_norm : float or None
+        May be changed between steps too, checked as in the constructor (0 is stored as None).
     step : int
         Adam steps taken (a refused step does not count).
     last_grad_norm : float or None
@@ -188,7 +190,7 @@ class RNNClassifier:
         if seed >= 2**64:  # save() stores it as a 64-bit integer
             check.fail("seed", "an int < 2**64", repr(seed))
         self._lr = _lr(lr, str(dtype))
-        self.clip_norm = _clip_norm(clip_norm)
+        self._clip_norm = _clip_norm(clip_norm)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
         _check_model_size(*sizes.values(), str(dtype), np if device == "cpu" else None)
         self.spec = ModelSpec(**sizes, dtype=str(dtype))
@@ -217,6 +219,15 @@ class RNNClassifier:
     @lr.setter
     def lr(self, value: float) -> None:
         self._lr = _lr(value, self.spec.dtype)
+
+    @property
+    def clip_norm(self) -> float | None:
+        """The global-norm clip of the gradients, or None (no clipping)."""
+        return self._clip_norm
+
+    @clip_norm.setter
+    def clip_norm(self, value: float | None) -> None:
+        self._clip_norm = _clip_norm(value)
 
     # -- inputs -------------------------------------------------------------------------------
     def _x(self, x):

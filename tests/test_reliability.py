@@ -316,6 +316,12 @@ def test_gpu_is_bitwise_reproducible_across_processes_and_close_to_the_cpu(cpu_r
 def test_clip_norm_is_validated(value, exc):
     with pytest.raises(exc, match=r"^clip_norm: expected None, 0 or a finite float > 0, got"):
         make("reference", clip_norm=value)
+    model = make("reference", clip_norm=0.5)
+    with pytest.raises(exc, match=r"^clip_norm: expected None, 0 or a finite float > 0, got"):
+        model.clip_norm = value  # set between steps: checked the same, and left as it was
+    assert model.clip_norm == 0.5
+    model.clip_norm = 0
+    assert model.clip_norm is None
 
 
 @pytest.mark.parametrize("value, kept", [(None, None), (0, None), (0.5, 0.5)])
