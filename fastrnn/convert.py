@@ -43,6 +43,19 @@ from fastrnn import _validate as check
 Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # (w_ih [H,I], w_hh [H,H], b [H])
 
 _TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+#: a MultiRNNCell cell's scope: ``{prefix}/cell_{k}/{cell name}`` (``basic_rnn_cell`` unless the
+#: cell was given a name), cell_{k} a whole component
+_TF_CELL = re.compile(r"^(?:(.*)/)?cell_(\d+)/[^/]+$")
+
+
+def _str_keys(name: str, mapping, expected: str) -> None:
+    """``mapping`` is a Mapping whose keys are all str (``expected`` says what they name)."""
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"{name}: expected a mapping of {expected} -> array, got "
+                        f"{check._describe(mapping)}")
+    for key in mapping:
+        if not isinstance(key, str):
+            raise TypeError(f"{name}: expected str keys ({expected}), got {check._describe(key)}")
 
 
 def _numpy(name: str, a) -> np.ndarray:
@@ -131,9 +144,14 @@ def from_torch(state_dict: Mapping, *, prefix: str = "") -> list[Layer]:
     ------
     NotImplementedError
         Bidirectional (``*_reverse``) or projected (``weight_hr_*``) weights.
+    TypeError
+        Keys that are not str, or a layer whose arrays differ in dtype.
     ValueError
         Missing layers or parameters, or inconsistent shapes.
     """
+    _str_keys("state_dict", state_dict, "parameter names")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix: expected a str, got {check._describe(prefix)}")
     found: dict[int, dict[str, np.ndarray]] = {}
     for key, value in state_dict.items():
         if not key.startswith(prefix):
@@ -161,8 +179,17 @@ def from_torch(state_dict: Mapping, *, prefix: str = "") -> list[Layer]:
         if ("bias_ih" in p) != ("bias_hh" in p):
             check.fail("state_dict", f"both {prefix}bias_ih_l{k} and {prefix}bias_hh_l{k} "
                        "or neither", "only one")
-        H = p["weight_hh"].shape[0]
-        b = p["bias_ih"] + p["bias_hh"] if "bias_ih" in p else np.zeros(H, p["weight_hh"].dtype)
+        w_hh = p["weight_hh"]
+        if w_hh.ndim != 2 or w_hh.shape[0] != w_hh.shape[1]:
+            check.fail(f"{prefix}weight_hh_l{k}", "shape [H,H]", f"shape {w_hh.shape}")
+        H = w_hh.shape[0]
+        for n, a in p.items():  # before the sum, which would broadcast and promote
+            if a.dtype != w_hh.dtype:
+                raise TypeError(f"{prefix}{n}_l{k}: expected dtype {w_hh.dtype} (the dtype of "
+                                f"{prefix}weight_hh_l{k}), got {a.dtype}")
+            if n.startswith("bias"):
+                check.shape(f"{prefix}{n}_l{k}", a, (H,), "[H]")
+        b = p["bias_ih"] + p["bias_hh"] if "bias_ih" in p else np.zeros(H, w_hh.dtype)
         layers.append((p["weight_ih"].copy(), p["weight_hh"].copy(), b))
     return _check_layers(layers)
 
@@ -179,7 +206,7 @@ def split_tf_kernel(kernel) -> tuple[np.ndarray, np.ndarray]:
     if kernel.ndim != 2 or kernel.shape[0] <= kernel.shape[1] or kernel.shape[1] < 1:
         check.fail("kernel", "shape [I+H, H] with I, H >= 1", f"shape {kernel.shape}")
     I = kernel.shape[0] - kernel.shape[1]
-    return np.ascontiguousarray(kernel[:I].T), np.ascontiguousarray(kernel[I:].T)
+    return kernel[:I].T.copy(), kernel[I:].T.copy()  # copies, C order, also when I or H is 1
 
 
 def _tf_scope(scope: str, k: int, num_layers: int) -> str:
@@ -207,29 +234,57 @@ def from_tf(variables: Mapping) -> list[Layer]:
     variables : mapping of name -> array
         Names ending in ``kernel`` / ``bias`` (with or without ``:0``), e.g. from
         ``{v.name: sess.run(v) for v in tf.trainable_variables()}``. Each ``.../kernel`` needs its
-        ``.../bias``. With several cells, the layer order is taken from ``cell_{k}`` in the names
-        (MultiRNNCell's scopes); without it, there must be a single cell.
+        ``.../bias``. With several cells, the names must be one MultiRNNCell's,
+        ``{prefix}/cell_{k}/{cell name}/...`` with one ``prefix`` and k = 0..n-1, which give
+        the layer order; without ``cell_{k}``, there must be a single cell.
 
     Returns
     -------
     list of (w_ih [H,I_k], w_hh [H,H], b [H])
+
+    Raises
+    ------
+    TypeError
+        Keys that are not str.
+    ValueError
+        Missing, repeated or unpaired variables, the cells of several stacks, or Keras
+        ``SimpleRNN`` variables (``recurrent_kernel``: another layout).
     """
+    _str_keys("variables", variables, "variable names")
     cells: dict[str, dict[str, np.ndarray]] = {}
     for key, value in variables.items():
         name = key[:-2] if key.endswith(":0") else key
         scope, _, leaf = name.rpartition("/")
+        if leaf == "recurrent_kernel":
+            check.fail("variables", "TF1 BasicRNNCell variables ({scope}/kernel [I+H,H] and "
+                       "{scope}/bias [H])", f"{key}, Keras SimpleRNN's layout (kernel [I,H], "
+                       "recurrent_kernel [H,H], bias [H]: its layer is (kernel.T, "
+                       "recurrent_kernel.T, bias))")
         if leaf in ("kernel", "bias"):
-            cells.setdefault(scope, {})[leaf] = _numpy(key, value)
+            cell = cells.setdefault(scope, {})
+            if leaf in cell:
+                check.fail("variables", f"one {name}", "it twice (with and without :0)")
+            cell[leaf] = _numpy(key, value)
     if not cells:
         check.fail("variables", "names ending in /kernel and /bias", sorted(variables)[:6])
     for scope, v in cells.items():
         if set(v) != {"kernel", "bias"}:
             check.fail("variables", f"both {scope}/kernel and {scope}/bias", sorted(v))
-    order = {s: re.search(r"cell_(\d+)", s) for s in cells}
-    if len(cells) > 1 and not all(order.values()):
-        check.fail("variables", "one cell, or MultiRNNCell scopes with cell_{k} in every name",
-                   sorted(cells))
-    scopes = sorted(cells, key=lambda s: int(order[s].group(1)) if order[s] else 0)
+    scopes = list(cells)
+    parsed = {s: _TF_CELL.match(s) for s in scopes}
+    if len(cells) > 1 and not all(parsed.values()):
+        check.fail("variables", "one cell, or MultiRNNCell scopes with cell_{k}/{cell name} "
+                   "in every name", sorted(cells))
+    if all(parsed.values()):
+        prefixes = sorted({m.group(1) or "" for m in parsed.values()})
+        if len(prefixes) > 1:
+            check.fail("variables", "the cells of one MultiRNNCell (a single scope)",
+                       f"scopes {prefixes}")
+        scopes.sort(key=lambda s: int(parsed[s].group(2)))
+        ks = [int(parsed[s].group(2)) for s in scopes]
+        if ks != list(range(len(ks))):
+            check.fail("variables", f"cells 0..{len(ks) - 1} (MultiRNNCell's cell_{{k}})",
+                       f"cells {ks}")
     layers = []
     for s in scopes:
         w_ih, w_hh = split_tf_kernel(cells[s]["kernel"])

@@ -16,9 +16,9 @@ from tests.tolerances import KERNEL_F64, assert_close
 I, Hs = 5, (4, 4, 3)
 
 
-def layers(seed=0, sizes=Hs, dtype=np.float64):
+def layers(seed=0, sizes=Hs, dtype=np.float64, inputs=I):
     rng = np.random.default_rng(seed)
-    out, i = [], I
+    out, i = [], inputs
     for H in sizes:
         out.append(tuple(rng.standard_normal(s).astype(dtype) for s in ((H, i), (H, H), (H,))))
         i = H
@@ -119,6 +119,43 @@ def test_tf_variables_into_cells_reproduce_tf_math():
     assert_close("state[0]", h[0], state[0], 1e-6)
 
 
+def test_tf_layer_order_reads_the_cell_component_not_a_scope_that_ends_in_cell_k():
+    lys = layers()
+    tf_vars = convert.to_tf(lys, scope="decoder_cell_1")  # not cell 1 of anything
+    shuffled = {k: tf_vars[k] for k in sorted(tf_vars, reverse=True)}
+    assert_layers_equal(convert.from_tf(shuffled), lys)
+
+
+def test_tf_cells_given_a_name_of_their_own_are_read():
+    """``BasicRNNCell(31, name="my_cell")`` in a MultiRNNCell: ``cell_{k}/my_cell/kernel``."""
+    lys = layers()
+    tf_vars = {k.replace("/basic_rnn_cell/", "/my_cell/"): v
+               for k, v in convert.to_tf(lys).items()}
+    assert_layers_equal(convert.from_tf(tf_vars), lys)
+
+
+@pytest.mark.parametrize("sizes, i", [((1,), 1), ((1, 1), 1), ((1,), 3), ((3, 1), 1)])
+def test_converters_return_new_arrays_even_for_size_one_dims(sizes, i):
+    lys = layers(sizes=sizes, inputs=i)  # H = 1 or I = 1: a transpose is then contiguous
+    inputs = [a for lay in lys for a in lay]
+    sd, tf_vars = convert.to_torch(lys), convert.to_tf(lys)
+    kernel = tf_vars[next(k for k in tf_vars if k.endswith("kernel"))]
+    results = {
+        "to_torch": list(sd.values()),
+        "to_tf": list(tf_vars.values()),
+        "tf_kernel": [convert.tf_kernel(*lys[0][:2])],
+        "from_torch": [a for lay in convert.from_torch(sd) for a in lay],
+        "from_tf": [a for lay in convert.from_tf(tf_vars) for a in lay],
+        "split_tf_kernel": list(convert.split_tf_kernel(kernel)),
+    }
+    sources = {"to_torch": inputs, "to_tf": inputs, "tf_kernel": inputs,
+               "from_torch": list(sd.values()), "from_tf": list(tf_vars.values()),
+               "split_tf_kernel": [kernel]}
+    for fn, outs in results.items():
+        for out in outs:
+            assert not any(np.shares_memory(out, a) for a in sources[fn]), fn
+
+
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: convert.from_torch({"weight_ih_l0_reverse": np.zeros((2, 2))}),
      NotImplementedError, "bidirectional"),
@@ -150,6 +187,46 @@ def test_tf_variables_into_cells_reproduce_tf_math():
                               for s in ("a", "b") for n in ("kernel", "bias")}), ValueError,
      r"MultiRNNCell scopes with cell_\{k\}"),
     (lambda: convert.from_tf({"w": np.zeros(2)}), ValueError, "names ending in /kernel"),
+    # a missing or repeated cell, or two stacks in one dict: refused, not stacked as found
+    (lambda: convert.from_tf({k: v for k, v in convert.to_tf(layers()).items()
+                              if "cell_1" not in k}), ValueError,
+     r"variables: expected cells 0\.\.1 \(MultiRNNCell's cell_\{k\}\), got cells \[0, 2\]"),
+    (lambda: convert.from_tf(convert.to_tf(layers())
+                             | {k.replace("cell_1", "cell_01"): v
+                                for k, v in convert.to_tf(layers()).items() if "cell_1" in k}),
+     ValueError, r"expected cells 0\.\.3 .*, got cells \[0, 1, 1, 2\]"),
+    (lambda: convert.from_tf(convert.to_tf(layers(), scope="enc")
+                             | convert.to_tf(layers(), scope="dec")), ValueError,
+     r"variables: expected the cells of one MultiRNNCell \(a single scope\), got scopes "
+     r"\['dec/multi_rnn_cell', 'enc/multi_rnn_cell'\]"),
+    (lambda: convert.from_tf({"rnn/basic_rnn_cell/kernel": np.zeros((5, 2)),
+                              "rnn/basic_rnn_cell/bias": np.zeros(2),
+                              "rnn/basic_rnn_cell/bias:0": np.zeros(2)}), ValueError,
+     "variables: expected one rnn/basic_rnn_cell/bias, got it twice"),
+    (lambda: convert.from_tf({"simple_rnn/simple_rnn_cell/kernel:0": np.zeros((3, 2)),
+                              "simple_rnn/simple_rnn_cell/recurrent_kernel:0": np.zeros((2, 2)),
+                              "simple_rnn/simple_rnn_cell/bias:0": np.zeros(2)}), ValueError,
+     r"variables: expected TF1 BasicRNNCell variables .*, got "
+     r"simple_rnn/simple_rnn_cell/recurrent_kernel:0, Keras SimpleRNN's layout"),
+    (lambda: convert.from_tf({0: np.zeros(2)}), TypeError, "variables: expected str keys"),
+    (lambda: convert.from_tf([("rnn/basic_rnn_cell/kernel", np.zeros((3, 2)))]), TypeError,
+     "variables: expected a mapping"),
+    # from_torch: a bias that would broadcast, a dtype that would promote, a non-str key
+    (lambda: convert.from_torch({"weight_ih_l0": np.zeros((4, 3)), "weight_hh_l0": np.zeros((4, 4)),
+                                 "bias_ih_l0": np.zeros(4), "bias_hh_l0": np.ones(1)}), ValueError,
+     r"bias_hh_l0: expected shape \[H\] = \(4,\), got shape \(1,\)"),
+    (lambda: convert.from_torch({"weight_ih_l0": np.zeros((4, 3), np.float32),
+                                 "weight_hh_l0": np.zeros((4, 4), np.float32),
+                                 "bias_ih_l0": np.zeros(4, np.float32), "bias_hh_l0": np.zeros(4)}),
+     TypeError, r"bias_hh_l0: expected dtype float32 \(the dtype of weight_hh_l0\), got float64"),
+    (lambda: convert.from_torch({"rnn.weight_ih_l0": np.zeros((4, 3)),
+                                 "rnn.weight_hh_l0": np.zeros((4, 3))}, prefix="rnn."), ValueError,
+     r"rnn.weight_hh_l0: expected shape \[H,H\], got shape \(4, 3\)"),
+    (lambda: convert.from_torch({0: np.zeros(2)}), TypeError,
+     "state_dict: expected str keys .*, got int 0"),
+    (lambda: convert.from_torch({"weight_ih_l0": np.zeros(2)}, prefix=None), TypeError,
+     "prefix: expected a str, got None"),
+    (lambda: convert.from_torch(None), TypeError, "state_dict: expected a mapping"),
 ])
 def test_invalid_arguments(call, exc, match):
     with pytest.raises(exc, match=match):
