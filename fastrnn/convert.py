@@ -70,6 +70,21 @@ def _numpy(name: str, a) -> np.ndarray:
     return a
 
 
+def _check_weights(where: str, w_ih, w_hh) -> tuple[np.ndarray, np.ndarray]:
+    """``w_ih [H,I]`` and ``w_hh [H,H]`` as NumPy arrays of one dtype (``where`` prefixes the
+    names in messages)."""
+    w_ih, w_hh = _numpy(f"{where}w_ih", w_ih), _numpy(f"{where}w_hh", w_hh)
+    if w_hh.ndim != 2 or w_hh.shape[0] != w_hh.shape[1]:
+        check.fail(f"{where}w_hh", "shape [H,H]", f"shape {w_hh.shape}")
+    H = w_hh.shape[0]
+    if w_ih.ndim != 2 or w_ih.shape[0] != H:
+        check.fail(f"{where}w_ih", f"shape [H,I] with H = {H}", f"shape {w_ih.shape}")
+    if w_ih.dtype != w_hh.dtype:
+        raise TypeError(f"{where}w_ih: expected dtype {w_hh.dtype} (the dtype of {where}w_hh), "
+                        f"got {w_ih.dtype}")
+    return w_ih, w_hh
+
+
 def _check_layers(layers: Sequence) -> list[Layer]:
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
         raise TypeError(f"layers: expected a non-empty list of (w_ih, w_hh, b), got "
@@ -79,13 +94,12 @@ def _check_layers(layers: Sequence) -> list[Layer]:
         if not isinstance(lay, Sequence) or len(lay) != 3:
             check.fail(f"layers[{k}]", "a tuple (w_ih [H,I], w_hh [H,H], b [H])",
                        check._describe(lay))
-        w_ih, w_hh, b = (_numpy(f"layers[{k}].{n}", a) for n, a in zip(("w_ih", "w_hh", "b"), lay))
-        if w_hh.ndim != 2 or w_hh.shape[0] != w_hh.shape[1]:
-            check.fail(f"layers[{k}].w_hh", "shape [H,H]", f"shape {w_hh.shape}")
-        H = w_hh.shape[0]
-        if w_ih.ndim != 2 or w_ih.shape[0] != H:
-            check.fail(f"layers[{k}].w_ih", f"shape [H,I] with H = {H}", f"shape {w_ih.shape}")
-        check.shape(f"layers[{k}].b", b, (H,), "[H]")
+        w_ih, w_hh = _check_weights(f"layers[{k}].", *lay[:2])
+        b = _numpy(f"layers[{k}].b", lay[2])
+        check.shape(f"layers[{k}].b", b, w_hh.shape[:1], "[H]")
+        if b.dtype != w_hh.dtype:
+            raise TypeError(f"layers[{k}].b: expected dtype {w_hh.dtype} (the dtype of "
+                            f"layers[{k}].w_hh), got {b.dtype}")
         if k > 0 and w_ih.shape[1] != out[-1][1].shape[0]:
             check.fail(f"layers[{k}].w_ih", f"input size {out[-1][1].shape[0]} (the previous "
                        "layer's H)", f"shape {w_ih.shape}")
@@ -196,7 +210,7 @@ def from_torch(state_dict: Mapping, *, prefix: str = "") -> list[Layer]:
 
 def tf_kernel(w_ih, w_hh) -> np.ndarray:
     """TF's ``kernel [I+H, H] = concat([w_ih.T, w_hh.T])`` from ``w_ih [H,I]``, ``w_hh [H,H]``."""
-    w_ih, w_hh = _numpy("w_ih", w_ih), _numpy("w_hh", w_hh)
+    w_ih, w_hh = _check_weights("", w_ih, w_hh)
     return np.concatenate([w_ih.T, w_hh.T], axis=0)
 
 
@@ -287,6 +301,10 @@ def from_tf(variables: Mapping) -> list[Layer]:
                        f"cells {ks}")
     layers = []
     for s in scopes:
-        w_ih, w_hh = split_tf_kernel(cells[s]["kernel"])
-        layers.append((w_ih, w_hh, cells[s]["bias"].copy()))
+        kernel, bias = cells[s]["kernel"], cells[s]["bias"]
+        if bias.dtype != kernel.dtype:
+            raise TypeError(f"{s}/bias: expected dtype {kernel.dtype} (the dtype of {s}/kernel), "
+                            f"got {bias.dtype}")
+        w_ih, w_hh = split_tf_kernel(kernel)
+        layers.append((w_ih, w_hh, bias.copy()))
     return _check_layers(layers)

@@ -227,6 +227,20 @@ def test_converters_return_new_arrays_even_for_size_one_dims(sizes, i):
     (lambda: convert.from_torch({"weight_ih_l0": np.zeros(2)}, prefix=None), TypeError,
      "prefix: expected a str, got None"),
     (lambda: convert.from_torch(None), TypeError, "state_dict: expected a mapping"),
+    # tf_kernel checks its inputs as the layer converters do; one dtype per layer everywhere
+    (lambda: convert.tf_kernel(np.zeros((2, 3)), np.zeros((2, 5))), ValueError,
+     r"w_hh: expected shape \[H,H\], got shape \(2, 5\)"),
+    (lambda: convert.tf_kernel(np.zeros((3, 3)), np.zeros((2, 2))), ValueError,
+     r"w_ih: expected shape \[H,I\] with H = 2, got shape \(3, 3\)"),
+    (lambda: convert.to_tf([(np.zeros((2, 3), np.float32), np.zeros((2, 2)), np.zeros(2))]),
+     TypeError, r"layers\[0\]\.w_ih: expected dtype float64 \(the dtype of layers\[0\]\.w_hh\), "
+     r"got float32"),
+    (lambda: convert.to_torch([(np.zeros((2, 3)), np.zeros((2, 2)), np.zeros(2, np.float32))]),
+     TypeError, r"layers\[0\]\.b: expected dtype float64"),
+    (lambda: convert.from_tf({"rnn/basic_rnn_cell/kernel": np.zeros((5, 2)),
+                              "rnn/basic_rnn_cell/bias": np.zeros(2, np.float32)}),
+     TypeError, r"rnn/basic_rnn_cell/bias: expected dtype float64 \(the dtype of "
+     r"rnn/basic_rnn_cell/kernel\), got float32"),
 ])
 def test_invalid_arguments(call, exc, match):
     with pytest.raises(exc, match=match):
