@@ -1,8 +1,8 @@
 """The example's final test accuracy over initialisation seeds: the spread behind the README's
 accuracy figures (not a timing).
 
-    python bench/mnist_seeds.py --layers 1 --seeds 0-19 --threshold 0.915   # ~2 min on 2 cores
-    python bench/mnist_seeds.py --layers 3 --seeds 0-19 --threshold 0.96    # ~4 min
+    python bench/mnist_seeds.py --layers 1 --seeds 0-19 --threshold 0.915   # ~25 s on 2 cores
+    python bench/mnist_seeds.py --layers 3 --seeds 0-19 --threshold 0.96    # ~50 s
 
 Each seed is one run of ``examples/train_mnist.py --device cpu --no-shuffle`` (the tutorial's
 in-order batches, 10 epochs) on one Numba thread, ``--jobs`` runs at a time; the accuracy is its

@@ -107,9 +107,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--backend reference runs on the CPU only: drop --device cuda")
     if args.resume and args.checkpoint_dir is None:
         p.error("--resume needs --checkpoint-dir DIR")
-    # the data may be downloaded into the cache, but a folder named here must be there
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        p.error(f"--data-dir: expected an existing directory, got {args.data_dir!r}")
     # created when missing, but only after the first epoch: refuse a file now
     if args.checkpoint_dir is not None and Path(args.checkpoint_dir).exists() and not Path(
             args.checkpoint_dir).is_dir():

@@ -297,12 +297,10 @@ def load_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | None
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version}, this fastrnn reads "
                               f"{FORMAT_VERSION}")
-    if epoch.shape != () or epoch.dtype.kind not in "iu":
+    if epoch.shape != () or epoch.dtype.kind not in "iu" or epoch < 0:
+        got = epoch if epoch.shape == () and epoch.dtype.kind in "iu" else check._describe(epoch)
         raise CheckpointError(f"{path}: damaged checkpoint (ckpt_epoch: expected an int >= 0, got "
-                              f"{check._describe(epoch)})")
-    if epoch < 0:
-        raise CheckpointError(f"{path}: damaged checkpoint (ckpt_epoch: expected an int >= 0, got "
-                              f"{epoch})")
+                              f"{got})")
     if not isinstance(saved_config, dict):
         raise CheckpointError(f"{path}: damaged checkpoint (ckpt_config: expected a JSON object, "
                               f"got {type(saved_config).__name__})")
