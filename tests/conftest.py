@@ -50,6 +50,13 @@ HAVE_GPU = _have_gpu()
 BACKENDS = ["reference", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
+def pytest_report_header(config) -> str:
+    """Which fastrnn the run tests: the checkout's (editable install) or an installed one."""
+    import fastrnn
+
+    return f"fastrnn {fastrnn.__version__} imported from {Path(fastrnn.__file__).parent}"
+
+
 def pytest_collection_modifyitems(config, items):
     if HAVE_GPU:
         return

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from fastrnn.kernels import cuda_launch as L
 
 from fastrnn import reference as ref
+from fastrnn.kernels import cuda_launch as L
 from tests.cuda_emu.harness import load
 from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
 

@@ -61,9 +61,8 @@ def test_evaluate_and_predict_match_the_reference(fake_cp, I, H, layers):  # noq
 def test_functional_launchers_match_the_reference(fake_cp, I, H, time_major):  # noqa: E741
     """``fastrnn.kernels.cuda.rnn_forward`` / ``rnn_backward`` (the functional API on CuPy
     arrays): warp kernels, the projection and dx as GEMMs (I > 32), block kernels (H > 32)."""
-    from fastrnn.kernels import cuda as launchers
-
     from fastrnn import reference as ref
+    from fastrnn.kernels import cuda as launchers
 
     rng, x, h0, w_ih, w_hh, b, lens = cases.layer_problem(3, 7, I, H, time_major, "mixed")
     d = {k: fake_cp.asarray(cases.f32(v)) for k, v in dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh,

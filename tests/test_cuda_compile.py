@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from fastrnn.kernels import cuda_launch
 
 KERNEL_DIR = Path(cuda_launch.__file__).resolve().parent

@@ -19,8 +19,8 @@ import shutil
 
 import numpy as np
 import pytest
-from fastrnn.kernels import cuda_launch as L
 
+from fastrnn.kernels import cuda_launch as L
 from tests import emu_cases as cases
 from tests.cuda_emu.harness import EmuError, load, run_isolated, sanitizer_runtime
 

@@ -233,8 +233,9 @@ def test_train_step_any_layout_of_x_and_labels():
 def test_call_by_address_propagates_exceptions():
     """``train_cpu._call_at`` returns the callee's exception to the caller, as a direct call
     does (``NUMBA_BOUNDSCHECK=1`` relies on it)."""
-    from fastrnn.kernels.train_cpu import _call_at, address_of
     from numba import njit, typeof, types
+
+    from fastrnn.kernels.train_cpu import _call_at, address_of
 
     @njit
     def put(c, args):
@@ -342,8 +343,9 @@ def test_compile_helper_dead_before_its_jobs(monkeypatch):
     import time
     import warnings
 
-    from fastrnn.kernels import _numba_env
     from numba import int64, njit
+
+    from fastrnn.kernels import _numba_env
 
     class SlowToWrite(subprocess.Popen):
         def __init__(self, *args, **kwargs):
