@@ -269,7 +269,8 @@ def profile_kernels(kdir: Path, label: str):
     pp, gg, mm, vv = arr(n), arr(n), arr(n), cp.abs(arr(n))
     hyper = cp.asarray(np.asarray(L.adam_hyper(3, 1e-3, 0.9, 0.999, 1e-8), dtype=f32))
     npart = cp.zeros(L.norm_part_size(n), dtype=cp.float64)
-    loss1, norm1 = arr(1), arr(1)
+    loss1, norm1, applied1 = arr(1), arr(1), arr(1)
+    flags = cp.zeros(L.adam_launch(n).grid[0], dtype=cp.int32)
     cases = [
         ("fwd_warp B128 T28 I28 H31", k("rnn_forward.cu", "rnn_fwd_warp", L.fwd_warp_launch(B),
          (x, w_ih, w_hh, b, null, null, y, hn, i32(B), i32(T), i32(I), i32(H), i32(1),
@@ -304,10 +305,15 @@ def profile_kernels(kdir: Path, label: str):
     cases += [
         ("grad_sumsq_partial n=2180", k("classifier.cu", "grad_sumsq_partial",
          L.norm_launch(n), (gg, npart, i32(n)))),
-        ("adam n=2180", k("classifier.cu", "adam_update", L.adam_launch(n),
-         (pp, gg, mm, vv, hyper, npart, i32(npart.size), loss1, norm1, i32(n)))),
+        ("adam check n=2180", k("classifier.cu", "adam_update", L.adam_launch(n),
+         (pp, gg, mm, vv, hyper, npart, i32(npart.size), loss1, flags, norm1, applied1, i32(n),
+          i32(1)))),
+        ("adam apply n=2180", k("classifier.cu", "adam_update", L.adam_launch(n),
+         (pp, gg, mm, vv, hyper, npart, i32(npart.size), loss1, flags, norm1, applied1, i32(n),
+          i32(0)))),
         ("adam n=1 (launch floor)", k("classifier.cu", "adam_update", L.adam_launch(1),
-         (pp, gg, mm, vv, hyper, npart, i32(1), loss1, norm1, i32(1)))),
+         (pp, gg, mm, vv, hyper, npart, i32(1), loss1, flags, norm1, applied1, i32(1),
+          i32(0)))),
     ]
     B2, T2, H2 = 64, 100, 256
     xp2, y2, dz2, wt2 = arr(B2, T2, H2), arr(B2, T2, H2), arr(B2, T2, H2), arr(H2, H2, scale=0.06)

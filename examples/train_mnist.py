@@ -36,6 +36,7 @@ import importlib
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,12 +108,37 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--backend reference runs on the CPU only: drop --device cuda")
     if args.resume and args.checkpoint_dir is None:
         p.error("--resume needs --checkpoint-dir DIR")
-    # created when missing, but only after the first epoch: refuse a file now
-    if args.checkpoint_dir is not None and Path(args.checkpoint_dir).exists() and not Path(
-            args.checkpoint_dir).is_dir():
-        p.error(f"--checkpoint-dir: expected a directory or a path to create, got "
-                f"{args.checkpoint_dir!r}, which is not a directory")
+    # written after the first epoch, or at the end: refuse a path that cannot be written now
+    for flag, path, is_dir in (("--checkpoint-dir", args.checkpoint_dir, True),
+                               ("--logdir", args.logdir, True), ("--plot", args.plot, False)):
+        if path is not None:
+            problem = output_problem(path, is_dir)
+            if problem:
+                p.error(f"{flag}: {problem}")
     return args
+
+
+def output_problem(path: str, is_dir: bool) -> str | None:
+    """Why the example could not write ``path`` (a directory to create or fill when ``is_dir``,
+    else a file), or None: a path of the other kind, one inside a file, or one in a folder where
+    this process cannot create anything (tried with a scratch folder, removed at once)."""
+    kind = "a directory" if is_dir else "a file"
+    target = Path(path)
+    if target.exists() and target.is_dir() != is_dir:
+        return (f"expected {kind} or a path to create, got {path!r}, which is "
+                f"{'not a directory' if is_dir else 'a directory'}")
+    folder = target if is_dir else target.parent
+    while not folder.exists():  # the nearest existing folder, where the rest would be created
+        folder = folder.parent
+    if not folder.is_dir():
+        return (f"expected {kind} or a path to create, got {path!r}, inside {str(folder)!r}, "
+                f"which is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".train_mnist-", dir=folder))
+    except OSError as e:
+        return (f"expected a path this process can write, got {path!r}: nothing can be created "
+                f"in {str(folder)!r} ({e.strerror})")
+    return None
 
 
 def require(module: str, flag: str):
@@ -390,18 +416,24 @@ def main(argv=None) -> int:
                   f"steps: no checkpoint for it)", flush=True)
     board.close()
     all_train_secs += secs
-    if args.plot is not None and len(history):
+    status = 0
+    if args.plot is not None and len(history):  # last: the checkpoint and logs are written
         n_show = min(2048, mnist.test.num_examples)
         predicted = model.predict(test_x[:n_show]).argmax(axis=1)
         predicted = predicted.get() if hasattr(predicted, "get") else predicted
-        plot(args.plot, history, mnist.test.images[:n_show], mnist.test.labels[:n_show],
-             np.asarray(predicted),
-             f"fastrnn on MNIST: {args.layers} layer(s) of {args.hidden}, batch {bs}, "
-             f"Adam {args.lr:g}, {device}")
+        try:
+            plot(args.plot, history, mnist.test.images[:n_show], mnist.test.labels[:n_show],
+                 np.asarray(predicted),
+                 f"fastrnn on MNIST: {args.layers} layer(s) of {args.hidden}, batch {bs}, "
+                 f"Adam {args.lr:g}, {device}")
+        except OSError as e:  # the run's results still get their [sum] line
+            print(f"error: --plot: could not write {args.plot!r}: {e}", file=sys.stderr,
+                  flush=True)
+            status = 1
     median = f"{np.median(all_train_secs):f}" if all_train_secs else "nan"
     print(f"[sum] {train_steps} training steps, test accu {test_acc:f}, train sec/iter "
           f"{median} (median), {time.perf_counter() - t_start:.1f} s in all", flush=True)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -46,22 +46,22 @@ def positive_float(name: str, value) -> float:
     return float(value)
 
 
-def array(name: str, a, xp, ndim: int, dtype=None, *, contiguous: bool = True):
+def array(name: str, a, xp, ndim: int, dtype=None, *, like: str = "x", contiguous: bool = True):
     """An array of module ``xp`` (NumPy or CuPy) with ``ndim`` dims and a float dtype
     (``dtype`` if given); returned C-contiguous (copied only when it is not) unless
-    ``contiguous=False``, which returns it as given so that sizes can be checked before any copy."""
+    ``contiguous=False``, which returns it as given so that sizes can be checked before any copy.
+    ``like``: the caller's name for the argument that chose ``xp`` and ``dtype``, which the
+    messages name."""
     if a is None or not hasattr(a, "shape") or not _numpy_dtype(a):
         raise TypeError(f"{name}: expected a {xp.__name__} array, got {_describe(a)}")
-    if xp is np and type(a).__module__.startswith("cupy"):
-        raise TypeError(f"{name}: expected a NumPy array (like x), got {_describe(a)}")
-    if xp is not np and not type(a).__module__.startswith("cupy"):
-        raise TypeError(f"{name}: expected a CuPy array (like x), got {_describe(a)}")
+    _same_library(name, a, xp, like)
     if a.ndim != ndim:
         fail(name, f"{ndim} dimensions", _describe(a))
     if dtype is None and a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected dtype float32 or float64, got {_describe(a)}")
     if dtype is not None and a.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} (the dtype of x), got {a.dtype}")
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} (the dtype of {like}), got "
+                        f"{a.dtype}")
     if a.size > MAX_ELEMENTS:
         fail(name, f"at most {MAX_ELEMENTS} elements (32-bit kernel indexing)", _describe(a))
     return xp.ascontiguousarray(a) if contiguous else a
@@ -73,10 +73,20 @@ def _numpy_dtype(a) -> bool:
     return isinstance(getattr(a, "dtype", None), np.dtype)
 
 
-def _not_cupy_on_numpy(name: str, a, xp) -> None:
-    """A CuPy array where the rest is NumPy (a device mix) is refused, not silently converted."""
+def _same_library(name: str, a, xp, like: str) -> None:
+    """``a`` is a CuPy array where ``like`` (the caller's argument name) is, a NumPy one where it
+    is NumPy: a device mix is refused, not silently converted."""
     if xp is np and type(a).__module__.startswith("cupy"):
-        raise TypeError(f"{name}: expected a NumPy array (like x), got {_describe(a)}")
+        raise TypeError(f"{name}: expected a NumPy array (like {like}), got {_describe(a)}")
+    if xp is not np and not type(a).__module__.startswith("cupy"):
+        raise TypeError(f"{name}: expected a CuPy array (like {like}), got {_describe(a)}")
+
+
+def _not_cupy_on_numpy(name: str, a, xp, like: str) -> None:
+    """A CuPy array where the rest is NumPy (a device mix) is refused, not silently converted;
+    integer arguments given as lists or NumPy arrays are moved to ``xp`` by the caller."""
+    if xp is np:
+        _same_library(name, a, xp, like)
 
 
 def indexable(name: str, count: int, expected: str, got: str) -> None:
@@ -129,11 +139,11 @@ def shape(name: str, a, expected: tuple, meaning: str) -> None:
         fail(name, f"shape {meaning} = {tuple(expected)}", f"shape {tuple(a.shape)}")
 
 
-def labels(name: str, y, xp, batch: int, num_classes: int):
+def labels(name: str, y, xp, batch: int, num_classes: int, like: str = "x"):
     """Integer class labels ``[B]`` in ``[0, num_classes)``, returned as int64."""
     if y is None or not hasattr(y, "dtype"):
         y = np.asarray(y) if y is not None else y
-    _not_cupy_on_numpy(name, y, xp)
+    _not_cupy_on_numpy(name, y, xp, like)
     if y is None or not _numpy_dtype(y) or y.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an integer array of shape [B] = ({batch},), "
                         f"got {_describe(y)}")
@@ -145,13 +155,13 @@ def labels(name: str, y, xp, batch: int, num_classes: int):
     return y.astype(xp.int64, copy=False)
 
 
-def lengths(name: str, lens, xp, batch: int, steps: int):
+def lengths(name: str, lens, xp, batch: int, steps: int, like: str = "x"):
     """``lengths [B]`` integers in ``[0, T]``, returned as int32 on ``xp``; None means all T."""
     if lens is None:
         return xp.full(batch, steps, dtype=xp.int32)
     if not hasattr(lens, "dtype"):
         lens = np.asarray(lens)
-    _not_cupy_on_numpy(name, lens, xp)
+    _not_cupy_on_numpy(name, lens, xp, like)
     if not _numpy_dtype(lens) or lens.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integers, got {_describe(lens)}")
     shape(name, lens, (batch,), "[B]")

@@ -24,12 +24,18 @@ def _xp(x):
 
 
 def _pick_backend(x, backend: str | None):
-    device = array_device(x)
+    return backend_for(array_device(x), backend, "x")
+
+
+def backend_for(device: str, backend: str | None, like: str):
+    """The backend named ``backend`` (None: the one of ``device``), which must run on ``device``
+    (``"cpu"`` or ``"cuda"``), where the caller's argument ``like`` is."""
     if backend is None:
         return get_backend(device)
     allowed = ("cpu", "reference") if device == "cpu" else ("cuda",)
     if backend not in allowed:
-        check.fail("backend", f"one of {allowed} for a {device} array x (or None)", repr(backend))
+        check.fail("backend", f"one of {allowed} for {like} on the {device} (or None)",
+                   repr(backend))
     return get_backend(backend)
 
 

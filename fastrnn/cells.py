@@ -135,7 +135,7 @@ class BasicRNNCell:
         if 0 in x.shape:
             check.fail("inputs", "shape [B,I] with B >= 1 and I >= 1", f"shape {tuple(x.shape)}")
         if state is not None:  # checked here so that errors name this method's arguments
-            state = check.array("state", state, xp, 2)
+            state = check.array("state", state, xp, 2, like="inputs")
             self._check_dtype("state", state)
             check.shape("state", state, (x.shape[0], self.num_units), "[B,H]")
         self.build(x.shape[1], xp)
@@ -178,9 +178,9 @@ class BasicRNNCell:
         if w_ih.shape[0] != H or w_ih.shape[1] < 1:
             check.fail("w_ih", f"shape [H,I] with H = num_units = {H} and I >= 1",
                        f"shape {tuple(w_ih.shape)}")
-        w_hh = check.array("w_hh", w_hh, xp, 2)
+        w_hh = check.array("w_hh", w_hh, xp, 2, like="w_ih")
         check.shape("w_hh", w_hh, (H, H), "[H,H]")
-        b = check.array("b", b, xp, 1)
+        b = check.array("b", b, xp, 1, like="w_ih")
         check.shape("b", b, (H,), "[H]")
         self.w_ih, self.w_hh, self.b = (xp.array(a, dtype=self.dtype) for a in (w_ih, w_hh, b))
 
@@ -377,7 +377,8 @@ class RNNTape:
 def _check_grad(name: str, g, like, shape: tuple, meaning: str) -> None:
     """An upstream gradient ``g``: an array on ``like``'s device, of its dtype and of ``shape``
     (``meaning`` spells it in symbols, e.g. ``[B,H]``)."""
-    g = check.array(name, g, api._xp(like), len(shape), contiguous=False)
+    g = check.array(name, g, api._xp(like), len(shape), like="the forward's inputs",
+                    contiguous=False)
     if g.dtype != like.dtype:
         raise TypeError(f"{name}: expected dtype {like.dtype} (the forward's dtype), got {g.dtype}")
     check.shape(name, g, shape, meaning)
@@ -393,7 +394,7 @@ def _stack_steps(name: str, steps, T: int | None = None):
     xp = api._xp(steps[0])
     first = check.array(f"{name}[0]", steps[0], xp, 2)
     for t, s in enumerate(steps):
-        a = check.array(f"{name}[{t}]", s, xp, 2, first.dtype)
+        a = check.array(f"{name}[{t}]", s, xp, 2, first.dtype, like=f"{name}[0]")
         check.shape(f"{name}[{t}]", a, first.shape, f"[B,N] like {name}[0]")
     return xp.stack(steps)
 
@@ -431,13 +432,13 @@ def _run(cell: Cell, x, initial_state, sequence_length, time_major: bool, backen
     for k, h0 in enumerate(h0s):
         if h0 is not None:
             name = f"initial_state[{k}]" if multi else "initial_state"
-            h0 = check.array(name, h0, xp, 2, x.dtype, contiguous=False)
+            h0 = check.array(name, h0, xp, 2, x.dtype, like="inputs", contiguous=False)
             check.shape(name, h0, (B, cells[k].num_units), "[B,H]")
             h0s[k] = h0
     cell.build(I, xp)
     lengths = None
     if sequence_length is not None:  # validated once here, then reused by every layer
-        lengths = check.lengths("sequence_length", sequence_length, xp, B, T)
+        lengths = check.lengths("sequence_length", sequence_length, xp, B, T, like="inputs")
     # what the tape's backward reads must stay what this forward read, whatever the caller later
     # writes into its arrays or into the weights: the forward runs on copies that the tape keeps
     # (one copy of a cell shared by several layers; the layers above 0 read the layer below's

@@ -271,15 +271,17 @@ class RNNClassifier:
         ------
         FloatingPointError
             The loss or the gradient norm is NaN or inf (NaN or inf in ``x``, or a step that
-            overflowed). Nothing changed: parameters, Adam moments, :attr:`step` and
+            overflowed), or the update would write NaN or inf (an ``lr`` near the dtype's
+            largest value, or a float32 gradient above ~6e20 (beta2 = 0.999) that overflows Adam's
+            second moment). Nothing changed: parameters, Adam moments, :attr:`step` and
             :attr:`last_grad_norm` are exactly as before the call.
         """
         x = self._x(x)
         labels = self._labels(labels, x.shape[0])
         step = self.step + 1
-        loss, acc, norm = self._kernels.train_step(self.params, self.m, self.v, step, x, labels,
-                                                   self.lr, self.beta1, self.beta2, self.eps,
-                                                   self.clip_norm or 0.0)
+        loss, acc, norm, applied = self._kernels.train_step(
+            self.params, self.m, self.v, step, x, labels, self.lr, self.beta1, self.beta2,
+            self.eps, self.clip_norm or 0.0)
         loss, norm = float(loss), float(norm)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             what = " and ".join([f"the loss is {loss}"] * (not math.isfinite(loss))
@@ -287,6 +289,12 @@ class RNNClassifier:
             raise FloatingPointError(
                 f"train_step {step}: {what}; parameters and optimizer state unchanged (NaN or "
                 f"inf in x, or a step that overflowed: a lower lr or clip_norm may help)")
+        if not applied:
+            raise FloatingPointError(
+                f"train_step {step}: the Adam update overflows (a new parameter or moment would "
+                f"be NaN or inf; lr {self.lr:.6g}, gradient norm {norm:.6g}); parameters and "
+                f"optimizer state unchanged (a lower lr, or clip_norm for gradients whose "
+                f"squares overflow {self.spec.dtype}, may help)")
         self.step = step
         self.last_grad_norm = norm
         return loss, float(acc)

@@ -295,6 +295,7 @@ class RNN(nn.Module):
         if x.dtype != w0.dtype or x.device != w0.device:
             raise TypeError(f"input: expected a {w0.dtype} tensor on {w0.device} (like the "
                             f"parameters), got {x.dtype} on {x.device}")
+        api.backend_for(x.device.type, self.backend, "input")  # one that runs where input is
         B = x.shape[1] if time_major else x.shape[0]
         L, H = self.num_layers, self.hidden_size
         if hx is not None:

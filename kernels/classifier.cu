@@ -16,13 +16,16 @@
 //                       launch: cuda_launch.norm_launch(n) (1 block up to 8K elements, at most
 //                       128); scratch: norm_part_size(n) doubles.
 //   adam_update         Adam over the flat parameter buffer (grid-stride, at most 4 blocks per
-//                       SM). Every block first adds the norm_part partials in the same fixed order
-//                       (so every block sees the same bits): grad_norm = sqrt(sum); if it or the
-//                       step's loss is not finite, no block writes anything (p, m, v keep their
-//                       bits); else g is scaled by clip / max(norm, clip) when clip > 0. The
-//                       step's scalars, clip included, come from device memory (hyper), so a
-//                       captured CUDA graph replays with new bias corrections and a new clip_norm.
-//                       launch: cuda_launch.adam_launch(n).
+//                       SM), launched twice with the same grid: check = 1 computes every new p,
+//                       m, v without writing and flags its block if one is NaN or inf; check = 0
+//                       writes them unless a block was flagged. Every block first adds the
+//                       norm_part partials in the same fixed order (so every block sees the same
+//                       bits): grad_norm = sqrt(sum); if it or the step's loss is not finite, or
+//                       the update would overflow, no block writes anything (p, m, v keep their
+//                       bits; applied_out says which); else g is scaled by clip / max(norm, clip)
+//                       when clip > 0. The step's scalars, clip included, come from device memory
+//                       (hyper), so a captured CUDA graph replays with new bias corrections and a
+//                       new clip_norm. launch: cuda_launch.adam_launch(n), twice.
 //
 // Layouts: h [B,H], w_out [C,H] (PyTorch Linear), b_out [C], labels [B] int64, logits and
 // dlogits [B,C], all C-contiguous; no output aliases an input.
@@ -177,50 +180,83 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) grad_sumsq_partial(
 // p, g, m, v [n] (p, m, v updated in place; g may not alias them). hyper [9] device floats:
 // lr, beta1, 1-beta1, beta2, 1-beta2, eps, 1-beta1^step, 1-beta2^step, clip_norm (0: no
 // clipping) (cuda_launch.adam_hyper). norm_part [parts] doubles from grad_sumsq_partial over the
-// same g. loss [1] nullable: the step's loss (not checked when NULL). norm_out [1] nullable:
-// block 0 writes the global norm of g there (as float), whether or not the step is applied.
+// same g. loss [1] nullable: the step's loss (not checked when NULL). overflow [gridDim.x] ints:
+// written by the check launch (1: the block's update has a NaN or inf), read by the apply launch.
+// norm_out [1], applied_out [1] nullable, written by block 0 of the apply launch: the global norm
+// of g (as float) and 1.f if the update was applied, else 0.f.
 // Same operation order as the reference: g' = g * scale, m_hat = m / bc1, v_hat = v / bc2,
 // p -= lr * m_hat / (sqrt(v_hat) + eps)  (eps added to the bias-corrected sqrt, as PyTorch);
 // scale is exactly 1 when clipping is off or the norm is within clip_norm, so g' = g bitwise.
+// The check launch makes "nothing written" hold for the update itself (an lr near FLT_MAX, or a
+// finite gradient above ~6e20 with which (1-beta2) g^2 overflows v): no block can know the others' values
+// before writing its own, hence two launches rather than one.
 // Napkin: the prologue costs each block one dependent L2 load of <= 128 doubles (one per lane
-// for <= 32 parts) and one barrier, ~0.5 us, on top of the ~1.4 us the update took alone.
+// for <= 32 parts) and one barrier, ~0.5 us, on top of the ~1.4 us the update took alone; the
+// check launch repeats both without the stores (predicted ~+1.5-2 us per step, showcase).
 extern "C" __global__ void __launch_bounds__(ADAM_THREADS) adam_update(
     float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
     float* __restrict__ v, const float* __restrict__ hyper, const double* __restrict__ norm_part,
-    int parts, const float* __restrict__ loss, float* __restrict__ norm_out, int n)
+    int parts, const float* __restrict__ loss, int* __restrict__ overflow,
+    float* __restrict__ norm_out, float* __restrict__ applied_out, int n, int check)
 {
     __shared__ int apply;
     __shared__ float scale;
+    __shared__ int warp_bad[ADAM_THREADS / 32];
     if (threadIdx.x < 32) {
         // Lane l adds parts l, l+32, ... in order, then a fixed butterfly: identical in every
         // block (a + b == b + a bitwise, so all lanes end with the same bits too).
         double s = 0.0;
         for (int j = threadIdx.x; j < parts; j += 32) s += norm_part[j];
         for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off);
+        int flagged = 0;  // the check launch's verdict, in the apply launch
+        if (!check)
+            for (int j = threadIdx.x; j < (int)gridDim.x; j += 32) flagged |= overflow[j];
+        flagged = __any_sync(FULL_MASK, flagged);
         if (threadIdx.x == 0) {
             const double norm = sqrt(s);
             const float norm32 = (float)norm;  // what the caller sees and judges
             const float clip = hyper[8];
-            apply = finite_f32(norm32) && (loss == nullptr || finite_f32(loss[0]));
+            apply = finite_f32(norm32) && (loss == nullptr || finite_f32(loss[0])) && !flagged;
             // clip / max(norm, clip): exactly 1 when norm <= clip (and when clipping is off)
             scale = (clip > 0.f && norm > (double)clip) ? (float)((double)clip / norm) : 1.f;
-            if (norm_out != nullptr && blockIdx.x == 0) norm_out[0] = norm32;
+            if (!check && blockIdx.x == 0) {
+                if (norm_out != nullptr) norm_out[0] = norm32;
+                if (applied_out != nullptr) applied_out[0] = apply ? 1.f : 0.f;
+            }
         }
     }
     __syncthreads();
-    if (!apply) return;  // block-uniform: the non-finite step writes nothing
+    if (!apply) {  // block-uniform: a non-finite step writes nothing
+        if (check && threadIdx.x == 0) overflow[blockIdx.x] = 0;
+        return;
+    }
     const float lr = hyper[0], beta1 = hyper[1], c1 = hyper[2], beta2 = hyper[3], c2 = hyper[4];
     const float eps = hyper[5], bc1 = hyper[6], bc2 = hyper[7];
     const float sc = scale;
     const long long stride = (long long)gridDim.x * ADAM_THREADS;
+    int bad = 0;
     for (long long i = (long long)blockIdx.x * ADAM_THREADS + threadIdx.x; i < n; i += stride) {
         const float gi = g[i] * sc;
         const float mi = beta1 * m[i] + c1 * gi;
         const float vi = beta2 * v[i] + c2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
         const float m_hat = mi / bc1;
         const float v_hat = vi / bc2;
-        p[i] -= lr * m_hat / (sqrtf(v_hat) + eps);
+        const float pi = p[i] - lr * m_hat / (sqrtf(v_hat) + eps);
+        if (check) {
+            bad |= !(finite_f32(pi) && finite_f32(mi) && finite_f32(vi));
+        } else {
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = pi;
+        }
+    }
+    if (!check) return;
+    bad = __any_sync(FULL_MASK, bad);
+    if ((threadIdx.x & 31) == 0) warp_bad[threadIdx.x >> 5] = bad;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int any = 0;
+        for (int w = 0; w < ADAM_THREADS / 32; ++w) any |= warp_bad[w];
+        overflow[blockIdx.x] = any;
     }
 }

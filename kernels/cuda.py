@@ -247,18 +247,23 @@ def dense_reduce_into(dlogits, h, row_loss, row_correct, dw_out, db_out, out2, C
              _i32(B), _i32(C), _i32(H)))
 
 
-def adam_into(p, g, m, v, hyper, norm_part, loss=None, norm_out=None):
-    """``grad_sumsq_partial`` then ``adam_update`` over the flat buffers: the global norm of ``g``
-    into ``norm_out`` (``[1]`` float32 or None), and Adam with clipping unless the norm or
-    ``loss`` (``[1]`` float32 on the device, or None: not checked) is not finite, in which case
-    ``p``, ``m``, ``v`` are left untouched. ``hyper [9]`` float32 on the device
-    (``cuda_launch.adam_hyper``); ``norm_part``: float64 scratch of
-    ``cuda_launch.norm_part_size(n)`` elements."""
+def adam_into(p, g, m, v, hyper, norm_part, overflow, loss=None, norm_out=None,
+              applied_out=None):
+    """``grad_sumsq_partial``, then ``adam_update`` twice (check, apply) over the flat buffers:
+    the global norm of ``g`` into ``norm_out`` (``[1]`` float32 or None), and Adam with clipping
+    unless the norm or ``loss`` (``[1]`` float32 on the device, or None: not checked) is not
+    finite or a new ``p``, ``m`` or ``v`` would be, in which case ``p``, ``m``, ``v`` are left
+    untouched; ``applied_out`` (``[1]`` float32 or None) gets 1.0 or 0.0. ``hyper [9]`` float32
+    on the device (``cuda_launch.adam_hyper``); scratch: ``norm_part``, float64 of
+    ``cuda_launch.norm_part_size(n)`` elements, and ``overflow``, int32 of
+    ``cuda_launch.adam_launch(n).grid[0]``."""
     n = p.size
     parts = L.norm_part_size(n)
     _launch("classifier.cu", "grad_sumsq_partial", L.norm_launch(n), (g, norm_part, _i32(n)))
-    _launch("classifier.cu", "adam_update", L.adam_launch(n),
-            (p, g, m, v, hyper, norm_part, _i32(parts), _p(loss), _p(norm_out), _i32(n)))
+    for check in (1, 0):
+        _launch("classifier.cu", "adam_update", L.adam_launch(n),
+                (p, g, m, v, hyper, norm_part, _i32(parts), _p(loss), overflow, _p(norm_out),
+                 _p(applied_out), _i32(n), _i32(check)))
 
 
 def dense_xent(h, w_out, b_out, labels):
@@ -280,12 +285,14 @@ def adam(p, g, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, clip_norm=
          loss=None):
     """Adam in place, the reference's signature (``step`` 1-based) plus clipping by the global
     norm (``clip_norm``, 0: off) and the finiteness guard (``loss``: a float, or None). Returns
-    the global norm of ``g`` as a device ``[1]`` float32 array."""
+    ``(norm, applied)``: the global norm of ``g`` and 1.0 if the update was applied (0.0 if it
+    wrote nothing), as device ``[1]`` float32 arrays."""
     cp = _cupy()
     hyper = cp.asarray(np.asarray(L.adam_hyper(step, lr, beta1, beta2, eps, clip_norm),
                                   dtype=np.float32))
     part = cp.empty(L.norm_part_size(p.size), dtype=cp.float64)
-    norm = cp.empty(1, dtype=cp.float32)
+    overflow = cp.empty(L.adam_launch(p.size).grid[0], dtype=cp.int32)
+    norm, applied = cp.empty(1, dtype=cp.float32), cp.empty(1, dtype=cp.float32)
     dloss = None if loss is None else cp.asarray(np.array([loss], dtype=np.float32))
-    adam_into(p, g, m, v, hyper, part, dloss, norm)
-    return norm
+    adam_into(p, g, m, v, hyper, part, overflow, dloss, norm, applied)
+    return norm, applied

@@ -86,14 +86,17 @@ Entry points (``extern "C"``)
                                                                         launch: norm_launch
 
     void adam_update(float* p, const float* g, float* m, float* v, const float* hyper,
-                     const double* norm_part, int parts, const float* loss, float* norm_out,
-                     int n)
+                     const double* norm_part, int parts, const float* loss, int* overflow,
+                     float* norm_out, float* applied_out, int n, int check)
         p, g, m, v [n]; hyper [9] device floats = (lr, beta1, 1-beta1, beta2, 1-beta2, eps,
         1-beta1**step, 1-beta2**step, clip_norm) (see adam_hyper); norm_part [parts] from
-        grad_sumsq_partial on the same g; loss [1] nullable (not checked); norm_out [1]
-        nullable (block 0 writes sqrt(sum of norm_part) as float). Writes nothing when the norm
-        or the loss is not finite; else Adam on g * clip_norm / max(norm, clip_norm) (clip_norm
-        > 0) or on g (clip_norm = 0).                                   launch: adam_launch
+        grad_sumsq_partial on the same g; loss [1] nullable (not checked); overflow [grid x]
+        ints, scratch between the two launches. Launched twice on the same grid: check=1 flags
+        each block whose new p, m or v would hold NaN or inf (writes nothing else); check=0
+        writes nothing when the norm or the loss is not finite or a block was flagged, else
+        Adam on g * clip_norm / max(norm, clip_norm) (clip_norm > 0) or on g (clip_norm = 0);
+        its block 0 writes norm_out [1] (sqrt(sum of norm_part) as float) and applied_out [1]
+        (1.0 applied, 0.0 not), both nullable.                          launch: adam_launch
 
 Every kernel is deterministic: no atomics, fixed-order reductions.
 """

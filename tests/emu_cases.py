@@ -181,21 +181,27 @@ def adam_problem(n, grad_scale=1e-2, seed=0):
     return p, g, m, v
 
 
-def run_adam(p, g, m, v, step, clip_norm, loss, order="forward", seed=0):
-    """``grad_sumsq_partial`` then ``adam_update`` (as ``kernels/cuda.adam_into``) on float32
-    copies; returns ``({"param", "m", "v"}, norm)``. ``loss``: a float, or None (NULL)."""
+def run_adam(p, g, m, v, step, clip_norm, loss, order="forward", seed=0, lr=1e-3):
+    """``grad_sumsq_partial`` then ``adam_update`` twice, check and apply (as
+    ``kernels/cuda.adam_into``), on float32 copies; returns ``({"param", "m", "v"}, norm,
+    applied)``. ``loss``: a float, or None (NULL)."""
     n = p.size
     got = {"param": f32(p), "m": f32(m), "v": f32(v)}
     part = np.full(L.norm_part_size(n), np.nan)
-    norm = nans(1)
+    overflow = np.full(L.adam_launch(n).grid[0], -1, dtype=np.int32)
+    norm, applied = nans(1), nans(1)
     run = {"order": order, "seed": seed}
     mod = load(KERNELS / "classifier.cu")
     mod.launch("grad_sumsq_partial", *L.norm_launch(n), f32(g), part, i32(n), **run)
-    hyper = f32(L.adam_hyper(step, 1e-3, 0.9, 0.999, 1e-8, clip_norm))
+    hyper = f32(L.adam_hyper(step, lr, 0.9, 0.999, 1e-8, clip_norm))
     assert hyper.size == L.ADAM_HYPER_SIZE
-    mod.launch("adam_update", *L.adam_launch(n), got["param"], f32(g), got["m"], got["v"], hyper,
-               part, i32(part.size), None if loss is None else f32([loss]), norm, i32(n), **run)
-    return got, float(norm[0])
+    for check in (1, 0):
+        mod.launch("adam_update", *L.adam_launch(n), got["param"], f32(g), got["m"], got["v"],
+                   hyper, part, i32(part.size), None if loss is None else f32([loss]), overflow,
+                   norm, applied, i32(n), i32(check), **run)
+        assert np.all(overflow >= 0), "a block of the check launch left its flag unwritten"
+    assert applied[0] in (0.0, 1.0), applied
+    return got, float(norm[0]), bool(applied[0])
 
 
 def _assert_norm(norm_r, norm):
@@ -210,7 +216,8 @@ def check_adam(n, step, clip_norm=0.0, grad_scale=1e-2, loss=None, order="forwar
     """``grad_sumsq_partial`` + ``adam_update`` against ``reference.adam_update`` on the clipped
     gradient (one update at 1-based ``step``), the norm against NumPy's float64 norm."""
     p, g, m, v = adam_problem(n, grad_scale)
-    got, norm = run_adam(p, g, m, v, step, clip_norm, loss, order, seed)
+    got, norm, applied = run_adam(p, g, m, v, step, clip_norm, loss, order, seed)
+    assert applied
     clipped, norm_r = clip_by_global_norm(g, clip_norm)
     _assert_norm(norm_r, norm)
     ref.adam_update(p, clipped, m, v, step)
@@ -221,24 +228,26 @@ def check_adam(n, step, clip_norm=0.0, grad_scale=1e-2, loss=None, order="forwar
 def check_adam_clip_inactive_is_exact(n, order="forward", seed=0):
     """A ``clip_norm`` above the norm scales by exactly 1: the same bits as no clipping."""
     p, g, m, v = adam_problem(n)
-    off, norm = run_adam(p, g, m, v, 3, 0.0, 1.5, order, seed)
-    on, norm_on = run_adam(p, g, m, v, 3, 2 * norm + 1.0, 1.5, order, seed)
+    off, norm, _ = run_adam(p, g, m, v, 3, 0.0, 1.5, order, seed)
+    on, norm_on, _ = run_adam(p, g, m, v, 3, 2 * norm + 1.0, 1.5, order, seed)
     assert norm == norm_on
     for name in off:
         np.testing.assert_array_equal(on[name], off[name], err_msg=name)
 
 
-#: non-finite steps of check_adam_skips: how the gradient or the loss is broken
-NONFINITE = ("nan_grad", "inf_grad", "norm_overflow", "inf_loss", "nan_loss")
+#: non-finite steps of check_adam_skips: how the gradient, the loss or the update is broken
+NONFINITE = ("nan_grad", "inf_grad", "norm_overflow", "inf_loss", "nan_loss", "lr_overflow",
+             "v_overflow")
 
 
-def check_adam_skips(n, what, clip_norm=1.0, order="forward", seed=0):
-    """A non-finite step writes nothing: param, m, v keep their bits (they start as the float32
-    problem, compared with ``assert_array_equal`` byte for byte), and the norm still comes back
-    (NaN / inf when the gradient is broken, the true norm when only the loss is).
-    ``norm_overflow``: every gradient finite, but the norm above float32's range."""
+def adam_skip_problem(n, what, clip_norm=1.0):
+    """``(p, g, m, v, loss, lr, clip_norm)`` of an Adam step broken as ``what`` says (one of
+    :data:`NONFINITE`). ``norm_overflow``: every gradient finite, but the norm above float32's
+    range; ``lr_overflow``: an lr at float32's largest value and one first moment at 1, so that
+    ``lr * m_hat`` overflows; ``v_overflow``: no clipping and one finite gradient of 1e22, so that
+    ``(1 - beta2) * g * g`` (v) overflows float32. The last two are caught by the check launch."""
     p, g, m, v = adam_problem(n)
-    loss = 2.3
+    loss, lr = 2.3, 1e-3
     if what == "nan_grad":
         g[n // 2] = np.nan
     elif what == "inf_grad":
@@ -249,9 +258,22 @@ def check_adam_skips(n, what, clip_norm=1.0, order="forward", seed=0):
         loss = np.inf
     elif what == "nan_loss":
         loss = np.nan
+    elif what == "lr_overflow":
+        lr, m[n // 2] = float(np.finfo(np.float32).max), 1.0
+    elif what == "v_overflow":
+        g[n // 3], clip_norm = 1e22, 0.0
     else:
         raise ValueError(f"what: expected one of {NONFINITE}, got {what!r}")
-    got, norm = run_adam(p, g, m, v, 5, clip_norm, loss, order, seed)
+    return p, g, m, v, loss, lr, clip_norm
+
+
+def check_adam_skips(n, what, clip_norm=1.0, order="forward", seed=0):
+    """A non-finite step (:func:`adam_skip_problem`) writes nothing: param, m, v keep their bits
+    (they start as the float32 problem, compared byte for byte), ``applied`` is 0, and the norm
+    still comes back (NaN / inf when the gradient is broken, the true norm otherwise)."""
+    p, g, m, v, loss, lr, clip_norm = adam_skip_problem(n, what, clip_norm)
+    got, norm, applied = run_adam(p, g, m, v, 5, clip_norm, loss, order, seed, lr)
+    assert not applied
     for name, before in [("param", p), ("m", m), ("v", v)]:
         assert got[name].tobytes() == f32(before).tobytes(), f"{name} changed on a {what} step"
     if what == "nan_grad":

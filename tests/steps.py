@@ -50,7 +50,9 @@ def run_steps(cp, backend_name, spec, steps, B, T, monkeypatch=None, graph=True,
             x = x.astype(dtype)
         res = clf.train_step(params, m, v, adam_step + 1, x, labels, 1e-3, 0.9, 0.999, 1e-8,
                              clips[s - 1])
-        assert len(res) == 3 and all(isinstance(r, float) for r in res), res
+        assert len(res) == 4 and all(isinstance(r, float) for r in res[:3]), res
+        assert res[3] is (not bad), f"step {s}: {res}"  # applied
+        res = res[:3]
         if bad:
             assert not (np.isfinite(res[0]) and np.isfinite(res[2])), f"step {s}: {res}"
             for name, b, a in zip(("params", "m", "v"), before, (params, m, v)):

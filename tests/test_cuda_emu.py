@@ -243,8 +243,9 @@ def test_adam_nonfinite_step_writes_nothing(what, order):
 
 
 def test_adam_nonfinite_step_writes_nothing_many_blocks():
-    """The skip is decided by every block on its own: 13 norm blocks, 392 Adam blocks."""
-    for what in ("nan_grad", "inf_loss"):
+    """The skip is decided by every block on its own: 13 norm blocks, 392 Adam blocks; an
+    overflowing update in one block stops all of them."""
+    for what in ("nan_grad", "inf_loss", "v_overflow"):
         cases.check_adam_skips(100_003, what, clip_norm=0.0)
 
 
@@ -259,6 +260,7 @@ SANITIZED = [
     ("check_classifier", dict(B=5, C=37, H=5)),
     ("check_adam", dict(n=300, step=2, clip_norm=0.01, loss=2.3)),
     ("check_adam_skips", dict(n=300, what="nan_grad")),
+    ("check_adam_skips", dict(n=300, what="v_overflow")),
     ("check_adam", dict(n=8193, step=2, clip_norm=0.5)),  # two norm blocks
 ]
 

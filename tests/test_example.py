@@ -66,16 +66,65 @@ def test_cuda_without_gpu_is_a_one_line_error(mnist_dir):
     (("--resume",), "--resume needs --checkpoint-dir DIR"),
     (("--keep-checkpoints", "0"), "--keep-checkpoints: expected an int >= 1, got 0"),
     (("--seed", "-1"), "--seed: expected an int >= 0, got -1"),
-    # refused at once, not by a FileExistsError after the first epoch
+    # output paths refused at once, not by an OSError after the first epoch or the last one
     (("--checkpoint-dir", str(EXAMPLE)),
      f"--checkpoint-dir: expected a directory or a path to create, got '{EXAMPLE}', which is "
      f"not a directory"),
+    (("--checkpoint-dir", f"{EXAMPLE}/sub"),
+     f"--checkpoint-dir: expected a directory or a path to create, got '{EXAMPLE}/sub', inside "
+     f"'{EXAMPLE}', which is not a directory"),
+    (("--logdir", str(EXAMPLE)),
+     f"--logdir: expected a directory or a path to create, got '{EXAMPLE}', which is not a "
+     f"directory"),
+    (("--logdir", f"{EXAMPLE}/runs/a"),
+     f"--logdir: expected a directory or a path to create, got '{EXAMPLE}/runs/a', inside "
+     f"'{EXAMPLE}', which is not a directory"),
+    (("--plot", str(EXAMPLE.parent)),
+     f"--plot: expected a file or a path to create, got '{EXAMPLE.parent}', which is a "
+     f"directory"),
+    (("--plot", f"{EXAMPLE}/curves.png"),
+     f"--plot: expected a file or a path to create, got '{EXAMPLE}/curves.png', inside "
+     f"'{EXAMPLE}', which is not a directory"),
 ])
 def test_bad_flags_are_usage_errors(args, message):
     r = run(*args, timeout=120)
     assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
     assert r.stderr.splitlines()[-1].startswith(f"train_mnist.py: error: {message}"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc (unwritable to all)")
+@pytest.mark.parametrize("flag", ["--checkpoint-dir", "--logdir", "--plot"])
+def test_unwritable_output_paths_are_usage_errors(flag):
+    """A place where nothing can be created (even by root): /proc."""
+    r = run(flag, "/proc/fastrnn/out", timeout=120)
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert re.fullmatch(rf"train_mnist\.py: error: {flag}: expected a path this process can "
+                        r"write, got '/proc/fastrnn/out': nothing can be created in '/proc' "
+                        r"\(.+\)", r.stderr.splitlines()[-1]), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_plot_that_fails_loses_no_results(mnist_dir, tmp_path, monkeypatch, capsys):
+    """The checkpoint and the [sum] line come first: a --plot that fails to be written (past
+    the checks at the start: a full disk, a folder removed meanwhile) is one error line and exit
+    status 1, not a traceback that ends the run without its results."""
+    pytest.importorskip("matplotlib")
+
+    def plot(path, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(example(), "plot", plot)
+    status = example().main(["--device", "cpu", "--epochs", "1", "--max-steps", "30",
+                             "--data-dir", str(mnist_dir), "--checkpoint-dir",
+                             str(tmp_path / "ckpt"), "--plot", str(tmp_path / "curves.png"),
+                             "--quiet"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err == (f"error: --plot: could not write '{tmp_path / 'curves.png'}': [Errno 28] No "
+                   f"space left on device\n")
+    assert out.splitlines()[-1].startswith("[sum] 30 training steps, test accu ")
+    assert not (tmp_path / "curves.png").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,11 +3,11 @@ a standard type whose message names the argument, what was expected and what arr
 crash, a hang, or a silently wrong result. Huge sizes are refused before anything is allocated
 (tested with zero-stride views of tiny buffers, under tracemalloc, so nothing large is ever made).
 
-Count: 66 cases here (functional API 24, classifier 28, model files and checkpoints 4, data
-loader 3, CLI flags 7), none repeating one of the ~247 in other files (test_api 21,
-test_classifier ~47, test_data 25, test_checkpoint ~43, test_example ~29, test_cells ~32,
-test_torch_rnn ~18, test_convert 32; ~ where a count was estimated from the test ids added):
-~313 in all.
+Count: 79 cases here (functional API 24, classifier 28, model files and checkpoints 4, data
+loader 3, argument names 13, CLI flags 7), none repeating one of the ~257 in other files
+(test_api 21, test_classifier ~47, test_data 25, test_checkpoint ~43, test_example ~39,
+test_cells ~32, test_torch_rnn ~18, test_convert 32; ~ where a count was estimated from the test
+ids added): ~336 in all.
 """
 
 from __future__ import annotations
@@ -362,6 +362,87 @@ def test_data_loader_refuses(call, exc, match):
         call()
 
 
+# -- every public entry point names its own arguments -------------------------------------------
+def _cell_run(**kw):
+    from fastrnn.cells import BasicRNNCell, dynamic_rnn
+
+    return dynamic_rnn(BasicRNNCell(H, dtype="float64"), np.zeros((B, T, I)), **kw)
+
+
+def _tape_backward(**kw):
+    from fastrnn.cells import BasicRNNCell, dynamic_rnn
+
+    *_, tape = dynamic_rnn(BasicRNNCell(H, dtype="float64"), np.zeros((B, T, I)),
+                           return_tape=True)
+    return tape.backward(**kw)
+
+
+def _static(steps):
+    from fastrnn.cells import BasicRNNCell, static_rnn
+
+    return static_rnn(BasicRNNCell(H, dtype="float64"), steps)
+
+
+def _cell_call(inputs, state):
+    from fastrnn.cells import BasicRNNCell
+
+    return BasicRNNCell(H, dtype="float64")(inputs, state)
+
+
+def _set_weights(w_hh, b):
+    from fastrnn.cells import BasicRNNCell
+
+    return BasicRNNCell(H, dtype="float64").set_weights(np.zeros((H, I)), w_hh, b)
+
+
+def _torch_rnn_on_the_wrong_backend():
+    torch = pytest.importorskip("torch")
+    from fastrnn.torch import RNN
+
+    return RNN(I, H, backend="cuda")(torch.zeros(T, B, I))
+
+
+#: (call, message): a device or dtype mix named with the caller's argument names ("inputs" and
+#: "state" for the cells, "input" for fastrnn.torch), never the functional API's "x"
+NAMES = [
+    (lambda: fastrnn.rnn_forward(np.zeros((B, T, I)), FakeCupyArray((B, H)), np.zeros((H, I)),
+                                 np.zeros((H, H)), np.zeros(H)),
+     r"^h0: expected a NumPy array \(like x\)"),
+    (lambda: _cell_call(np.zeros((B, I)), FakeCupyArray((B, H))),
+     r"^state: expected a NumPy array \(like inputs\)"),
+    (lambda: _set_weights(FakeCupyArray((H, H)), np.zeros(H)),
+     r"^w_hh: expected a NumPy array \(like w_ih\)"),
+    (lambda: _set_weights(np.zeros((H, H)), FakeCupyArray((H,))),
+     r"^b: expected a NumPy array \(like w_ih\)"),
+    (lambda: _cell_run(initial_state=FakeCupyArray((B, H))),
+     r"^initial_state: expected a NumPy array \(like inputs\)"),
+    (lambda: _cell_run(initial_state=np.zeros((B, H), np.float32)),
+     r"^initial_state: expected dtype float64 \(the dtype of inputs\), got float32"),
+    (lambda: _cell_run(sequence_length=FakeCupyArray((B,), np.int64)),
+     r"^sequence_length: expected a NumPy array \(like inputs\)"),
+    (lambda: _static([np.zeros((B, I)), FakeCupyArray((B, I))]),
+     r"^inputs\[1\]: expected a NumPy array \(like inputs\[0\]\)"),
+    (lambda: _static([np.zeros((B, I)), np.zeros((B, I), np.float32)]),
+     r"^inputs\[1\]: expected dtype float64 \(the dtype of inputs\[0\]\), got float32"),
+    (lambda: _tape_backward(d_outputs=FakeCupyArray((B, T, H))),
+     r"^d_outputs: expected a NumPy array \(like the forward's inputs\)"),
+    (lambda: _tape_backward(d_state=FakeCupyArray((B, H))),
+     r"^d_state: expected a NumPy array \(like the forward's inputs\)"),
+    (lambda: fastrnn.RNNClassifier(I, H, 1, 3).train_step(np.zeros((B, T, I), np.float32),
+                                                          FakeCupyArray((B,), np.int64)),
+     r"^labels: expected a NumPy array \(like x\)"),
+    (_torch_rnn_on_the_wrong_backend,
+     r"^backend: expected one of \('cpu', 'reference'\) for input on the cpu \(or None\), "
+     r"got 'cuda'"),
+]
+
+
+@pytest.mark.parametrize("call, match", NAMES)
+def test_messages_name_the_callers_arguments(call, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        call()
+
+
 # -- CLI flags of examples/train_mnist.py ---------------------------------------------------------
 def _example():
     path = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
@@ -390,5 +471,6 @@ def test_cli_flags_are_usage_errors(argv, message, capsys):
 
 def test_module_docstring_count_is_this_files():
     """The count in the docstring is kept honest."""
-    n = len(FORWARD) + 2 + 2 + len(BACKWARD) + len(CONSTRUCTOR) + 1 + len(STEP) + 1 + 4 + 3 + 6 + 1
+    n = (len(FORWARD) + 2 + 2 + len(BACKWARD) + len(CONSTRUCTOR) + 1 + len(STEP) + 1 + 4 + 3
+         + len(NAMES) + 6 + 1)
     assert f"Count: {n} cases here" in __doc__, n

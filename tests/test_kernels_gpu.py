@@ -155,8 +155,9 @@ def test_adam(cp, kc, n, step, clip_norm):
     dp, dg, dm, dv = (_dev(cp, a) for a in (p, g, m, v))
     clipped, norm_r = cases.clip_by_global_norm(g, clip_norm)
     ref.adam_update(p, clipped, m, v, step)
-    norm = kc.adam(dp, dg, dm, dv, step, clip_norm=clip_norm, loss=2.3)
+    norm, applied = kc.adam(dp, dg, dm, dv, step, clip_norm=clip_norm, loss=2.3)
     _assert_norm(norm_r, float(norm[0]))
+    assert float(applied[0]) == 1.0
     assert_close("adam m", m, cp.asnumpy(dm), KERNEL_F32_FORWARD)
     assert_close("adam v", v, cp.asnumpy(dv), KERNEL_F32_FORWARD)
     assert_close("adam param", p, cp.asnumpy(dp), KERNEL_F32_FORWARD)
@@ -165,17 +166,12 @@ def test_adam(cp, kc, n, step, clip_norm):
 @pytest.mark.parametrize("n", [2180, 100_003])
 @pytest.mark.parametrize("what", cases.NONFINITE)
 def test_adam_nonfinite_step_writes_nothing(cp, kc, n, what):
-    p, g, m, v = cases.adam_problem(n)
-    loss = {"inf_loss": np.inf, "nan_loss": np.nan}.get(what, 2.3)
-    if what == "nan_grad":
-        g[n // 2] = np.nan
-    elif what == "inf_grad":
-        g[-1] = -np.inf
-    elif what == "norm_overflow":  # every gradient finite, the norm above float32's range
-        g[0] = g[-1] = 3e38
+    p, g, m, v, loss, lr, clip_norm = cases.adam_skip_problem(n, what)
     dp, dg, dm, dv = (_dev(cp, a) for a in (p, g, m, v))
     before = [cp.asnumpy(a).tobytes() for a in (dp, dm, dv)]
-    norm = float(kc.adam(dp, dg, dm, dv, 5, clip_norm=1.0, loss=loss)[0])
+    norm, applied = kc.adam(dp, dg, dm, dv, 5, lr=lr, clip_norm=clip_norm, loss=loss)
+    norm = float(norm[0])
+    assert float(applied[0]) == 0.0
     for name, b, a in zip(("param", "m", "v"), before, (dp, dm, dv)):
         assert cp.asnumpy(a).tobytes() == b, f"{name} changed on a {what} step"
     if what == "nan_grad":
@@ -258,7 +254,7 @@ def test_classifier_nan_batch_writes_nothing(cp, monkeypatch, graph):
     for adam_step, seed in enumerate((2, 4, 6, 7), start=1):
         x, labels = batch(spec, 64, 28, seed)
         good.append(clf.train_step(params, m, v, adam_step, cp.asarray(x), cp.asarray(labels),
-                                   1e-3, 0.9, 0.999, 1e-8, 0.05))
+                                   1e-3, 0.9, 0.999, 1e-8, 0.05)[:3])
     loss, acc, norm = (np.array(c) for c in zip(*good))
     np.testing.assert_array_equal(bad[0], loss)
     np.testing.assert_array_equal(bad[2], norm)

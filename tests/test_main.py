@@ -57,7 +57,7 @@ def _wrong_backward(real):
 
 def _wrong_step(spoil):
     """A CPU classifier whose training step is right, then spoiled by ``spoil(out, params, m,
-    v)``, which returns the step's ``(loss, acc, grad_norm)``."""
+    v)``, which returns the step's ``(loss, acc, grad_norm, applied)``."""
     def wrap(real):
         def classifier(spec):
             kernels = real(spec)
@@ -75,7 +75,7 @@ def _scaled(which):
     """Spoils one of the step's results by 1e-3: 10x the tolerance."""
     def spoil(out, params, m, v):
         if which == "norm":
-            return out[0], out[1], out[2] * 1.001
+            return out[0], out[1], out[2] * 1.001, out[3]
         {"params": params, "m": m, "v": v}[which][...] *= np.float32(1.001)
         return out
     return spoil

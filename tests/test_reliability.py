@@ -99,6 +99,24 @@ def _overflowing_logits(model, x):
     return x
 
 
+def _lr_at_the_dtype_max(model, x):
+    """An lr the dtype can hold, at its largest value, and Adam's first moment at 1 (a moment
+    of the batch's own gradients would keep ``m_hat / sqrt(v_hat)`` near 1, rounding the step
+    to the dtype's largest value): the loss and the gradient norm are finite, but
+    ``lr * m_hat`` overflows."""
+    model.lr = float(np.finfo(model.spec.dtype).max)
+    model.m[...] = 1
+    return x
+
+
+def _gradient_whose_square_overflows(model, x):
+    """Inputs of 1e25 through input weights of 1e-25: the states stay as they were, but the
+    input weights' gradient (dz * x, ~1e24) squared overflows float32: v would be inf. The norm
+    is finite; float64 holds the square (the step is then applied)."""
+    model.weights()["w_ih_l0"][...] *= 1e-25
+    return x * x.dtype.type(1e25)
+
+
 # (spoil, what the message must say). The inf case: on the CPU an inf input saturates tanh
 # (h = +-1, finite, so the loss stays finite) and only its weight gradient, dz * x = 0 * inf, is
 # NaN; the CUDA kernels' tiled products also multiply the inf by zeros, so their loss is NaN too.
@@ -107,16 +125,23 @@ NONFINITE = [
     pytest.param(_inf_in_x, r"(the loss is nan and )?the gradient norm is (nan|inf);",
                  id="inf-in-x"),
     pytest.param(_overflowing_logits, r"the loss is nan", id="overflowing-logits"),
+    pytest.param(_lr_at_the_dtype_max, r"the Adam update overflows", id="lr-at-dtype-max"),
+    pytest.param(_gradient_whose_square_overflows, r"the Adam update overflows",
+                 id="gradient-square-overflows"),
 ]
 
 
 @pytest.mark.parametrize("spoil, what", NONFINITE)
 @pytest.mark.parametrize("runner, dtype", RUNNER_DTYPES)
 def test_a_nonfinite_step_raises_and_changes_nothing(tmp_path, runner, spoil, what, dtype):
-    model = make(runner, dtype=dtype, clip_norm=1.0)
+    if spoil is _gradient_whose_square_overflows and dtype == "float64":
+        pytest.skip("float64 holds the square of a 1e24 gradient: nothing overflows")
+    # no clipping for the gradient case: clipping would scale it into range
+    clip = None if spoil is _gradient_whose_square_overflows else 1.0
+    model = make(runner, dtype=dtype, clip_norm=clip)
     x, y = batch(dtype=dtype)
     model.train_step(x, y)  # Adam's moments and step are non-trivial before the bad step
-    norm_before = model.last_grad_norm
+    norm_before, lr_before = model.last_grad_norm, model.lr
     saved = {n: host(w).copy() for n, w in model.weights().items()}
     x_bad = spoil(model, x)
     model.save(tmp_path / "before.npz")
@@ -134,6 +159,7 @@ def test_a_nonfinite_step_raises_and_changes_nothing(tmp_path, runner, spoil, wh
 
     for name, w in model.weights().items():  # undo the spoiling; then a good step works
         w[...] = model.xp.asarray(saved[name])
+    model.lr = lr_before
     loss, acc = model.train_step(x, y)
     assert math.isfinite(loss) and model.step == 2 and math.isfinite(model.last_grad_norm)
 

@@ -9,16 +9,17 @@ validated (dtype float32 or float64 throughout, C-contiguous in the layout given
 ``classifier(spec: ModelSpec) -> ClassifierKernels`` with, on flat buffers laid out by
 :mod:`fastrnn.params`:
     ``train_step(params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm)
-    -> (loss, acc, grad_norm)``
+    -> (loss, acc, grad_norm, applied)``
         forward, xent, BPTT, dense grads and Adam; ``step`` is the 1-based Adam step;
         ``x [B,T,I]`` batch-major; ``labels [B]`` int64. ``grad_norm`` is the global L2 norm of
         all gradients (squares summed in float64 in a fixed order, reported in the parameters'
         dtype, so a float32 norm past 3.4e38 counts as inf). If ``loss`` or ``grad_norm`` is not
-        finite,
-        nothing is written: ``params``, ``m``, ``v`` stay bit for bit as they were. Otherwise
-        they are updated in place, with the gradients first scaled by
+        finite, or a new parameter or moment would be NaN or inf (an lr near the dtype's largest
+        value, a float32 gradient whose square overflows), nothing is written: ``params``,
+        ``m``, ``v`` stay bit for bit as they were and ``applied`` is False. Otherwise they are
+        updated in place, with the gradients first scaled by
         ``clip_norm / max(grad_norm, clip_norm)`` when ``clip_norm > 0`` (TF's
-        ``clip_by_global_norm``; 0 means no clipping).
+        ``clip_by_global_norm``; 0 means no clipping), and ``applied`` is True.
     ``evaluate(params, x, labels) -> (loss, acc)`` and ``predict(params, x) -> logits [B,C]``.
 
 ``import fastrnn`` imports no backend: each is loaded on first use, so CuPy is optional.

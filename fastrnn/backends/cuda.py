@@ -4,8 +4,10 @@ float32 only (float64 raises ``TypeError``). The classifier's training step is o
 launches on flat buffers laid out by :mod:`fastrnn.params`: per layer one forward launch, the dense
 + cross-entropy rows and the dense-gradient reduction, per layer one BPTT launch and two weight-
 gradient launches (partial sums, their reduction), then the global gradient norm (partial sums of
-squares in double, one launch) and one Adam launch over the flat buffer that adds those partials,
-clips, and writes nothing at all when the norm or the loss is not finite. When every
+squares in double, one launch) and two Adam launches over the flat buffer that add those
+partials and clip: the first checks that every new parameter and moment is finite, the second
+writes them, and nothing at all is written when the norm, the loss or the update is not finite.
+When every
 layer runs on the one-launch fast path (hidden and input sizes <= 32, no GEMM through cuBLAS) the
 sequence is captured once in a CUDA graph and replayed: the batch is copied into fixed buffers,
 Adam's step scalars and ``clip_norm`` go through a pinned host buffer that a captured copy reads at
@@ -64,11 +66,13 @@ class _Buffers:
         self.dlogits = cp.empty((B, C), dtype=f32)
         self.row_loss = cp.empty(B, dtype=f32)
         self.row_correct = cp.empty(B, dtype=f32)
-        # the step's results: (mean loss, correct rows, global gradient norm)
-        self.stats = cp.empty(3, dtype=f32)
-        self.loss, self.norm = self.stats[0:1], self.stats[2:3]  # views, for adam_update
+        # the step's results: (mean loss, correct rows, global gradient norm, 1.0 if applied)
+        self.stats = cp.empty(4, dtype=f32)
+        # views, for adam_update
+        self.loss, self.norm, self.applied = self.stats[0:1], self.stats[2:3], self.stats[3:4]
         self.grad = cp.empty(spec.size, dtype=f32)
         self.norm_part = cp.empty(kl.norm_part_size(spec.size), dtype=cp.float64)
+        self.overflow = cp.empty(kl.adam_launch(spec.size).grid[0], dtype=cp.int32)
         # weight-gradient partial sums (H <= 32 path), sized for the widest layer input
         self.wg_part = cp.empty(max(kl.wgrad_part_size(B, T, i, H)
                                     for i in {spec.input_size, H}), dtype=f32)
@@ -76,7 +80,7 @@ class _Buffers:
         self._pin_hyper = cp.cuda.alloc_pinned_memory(self.hyper.nbytes)
         self.pin_hyper = np.frombuffer(self._pin_hyper, np.float32, kl.ADAM_HYPER_SIZE)
         self._pin_out = cp.cuda.alloc_pinned_memory(self.stats.nbytes)
-        self.pin_out = np.frombuffer(self._pin_out, np.float32, 3)
+        self.pin_out = np.frombuffer(self._pin_out, np.float32, 4)
         self.graph = None
         self.graph_key = None
         self.eager_steps = 0
@@ -173,7 +177,8 @@ class _CudaClassifier:
             dy = dx
         cp.cuda.runtime.memcpyAsync(bf.hyper.data.ptr, bf._pin_hyper.ptr, bf.hyper.nbytes, _H2D,
                                     stream_ptr)
-        k.adam_into(params, bf.grad, m, v, bf.hyper, bf.norm_part, bf.loss, bf.norm)
+        k.adam_into(params, bf.grad, m, v, bf.hyper, bf.norm_part, bf.overflow, bf.loss, bf.norm,
+                    bf.applied)
         cp.cuda.runtime.memcpyAsync(bf._pin_out.ptr, bf.stats.data.ptr, bf.stats.nbytes, _D2H,
                                     stream_ptr)
 
@@ -206,9 +211,10 @@ class _CudaClassifier:
 
     @staticmethod
     def _results(bf: _Buffers):
-        """``(loss, acc, grad_norm)`` from the pinned readback of the step just synchronised."""
+        """``(loss, acc, grad_norm, applied)`` from the pinned readback of the step just
+        synchronised."""
         out = bf.pin_out
-        return float(out[0]), float(out[1]) / bf.B, float(out[2])
+        return float(out[0]), float(out[1]) / bf.B, float(out[2]), bool(out[3])
 
     def _replay(self, params, m, v, x, labels, bf: _Buffers, key):
         cp = _cp()

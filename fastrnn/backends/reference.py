@@ -27,10 +27,18 @@ class _ReferenceClassifier:
             clipped, norm = ref.clip_by_global_norm(grads, clip_norm)
             # judged and reported in the parameters' dtype (the loss already is), as the kernels
             norm = float(params.dtype.type(norm))
-        if np.isfinite(loss) and np.isfinite(norm):
-            grad = np.concatenate([g.ravel() for g in clipped])
-            ref.adam_update(params, grad.astype(params.dtype), m, v, step, lr, beta1, beta2, eps)
-        return float(loss), acc, norm
+        if not (np.isfinite(loss) and np.isfinite(norm)):
+            return float(loss), acc, norm, False
+        # the update on copies, kept only if every new value is finite
+        grad = np.concatenate([g.ravel() for g in clipped]).astype(params.dtype)
+        new = [a.copy() for a in (params, m, v)]
+        with np.errstate(over="ignore", invalid="ignore"):
+            ref.adam_update(*new[:1], grad, *new[1:], step, lr, beta1, beta2, eps)
+        if not all(np.isfinite(a).all() for a in new):
+            return float(loss), acc, norm, False
+        for a, b in zip((params, m, v), new):
+            a[...] = b
+        return float(loss), acc, norm, True
 
     def evaluate(self, params, x, labels):
         loss, acc, _ = ref.softmax_xent(self.predict(params, x), labels)
