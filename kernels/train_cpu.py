@@ -9,8 +9,9 @@ What they compute (the math of ``fastrnn/reference.py``):
     The global gradient norm ``sqrt(sum g*g)`` (squares summed in float64, in a fixed order;
     reported in the parameters' dtype), and, when ``clip_norm > 0``, every gradient scaled by
     ``clip_norm / max(norm, clip_norm)`` before Adam (``fastrnn.reference.clip_by_global_norm``).
-    A step whose loss or norm is not finite (in the parameters' dtype), or whose update would
-    make a parameter or moment NaN or inf, writes nothing: params, m and v keep their bits.
+    A step whose loss or norm is not finite (in the parameters' dtype) writes nothing; one whose
+    update makes a parameter or moment NaN or inf puts back a copy: params, m and v keep their
+    bits either way.
     ``ClassifierStep``: the whole training step of an L-layer RNN classifier on the flat
     parameter layout (per layer w_ih [H,I_k], w_hh [H,H], b [H]; then w_out [C,H], b_out [C]),
     given as element offsets by the caller (this package does not import fastrnn).
@@ -25,9 +26,10 @@ Launch shape: one Numba call per training step (``step_kernel``; also per predic
 every layer forward, the head, and every layer backward (``_chunk_step``, called by address; its
 rows stay in L1/L2, and it writes only its own rows and its own partial gradients), then a serial
 tail: the chunks' partials summed in chunk order (32 lanes at a time) and the float64 sum of their
-squares (``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``:
-once computing without writing, to check that every new value is finite, then writing; the
-check pass costs ~1 us at the showcase's 2,180 parameters).
+squares (``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``,
+after a copy of params, m and v: if a new value is not finite, the copy is put back). Adam is
+serial and bound by its division and square root (2,180 parameters at the showcase); a separate
+check pass before it cost ~15% of the showcase step, the copy (26 KB) costs ~1 us.
 The tail is serial: an OpenMP launch costs ~1.3 us, but a second ``prange`` in ``step_kernel``
 adds ~5 s to its compile, and a tried version that ran the tail as two more launches of the one
 parallel body was no faster on this 2-vCPU VM (its partials come from both cores' caches).
@@ -120,19 +122,19 @@ def dense_xent_kernel(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_gr
 
 
 @njit(inline="always")
-def _adam1(param, m, v, i, g, b1, b2, one, c1, c2, a, e, s, write):
+def _adam1(param, m, v, i, g, b1, b2, one, c1, c2, a, e, s):
     """Adam on element ``i`` given its gradient ``g``, first scaled by ``s`` (the clipping
-    factor in the buffers' dtype; ``g * 1`` is exact, so no clipping changes no bit). Writes
-    the new values only if ``write``; returns whether they are all finite."""
+    factor in the buffers' dtype; ``g * 1`` is exact, so no clipping changes no bit). Returns 0
+    if the new values are all finite, else NaN (``x * 0`` is NaN for inf and NaN: no branch)."""
     g = g * s
     mi = b1 * m[i] + (one - b1) * g
     vi = b2 * v[i] + (one - b2) * g * g
     pi = param[i] - a * (mi / c1) / (np.sqrt(vi / c2) + e)
-    if write:
-        m[i] = mi
-        v[i] = vi
-        param[i] = pi
-    return math.isfinite(pi) and math.isfinite(mi) and math.isfinite(vi)
+    m[i] = mi
+    v[i] = vi
+    param[i] = pi
+    zero = one - one
+    return pi * zero + mi * zero + vi * zero
 
 
 @njit(**JIT_OPTIONS)
@@ -144,7 +146,7 @@ def adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps):
     f = param.dtype.type
     for i in range(param.shape[0]):
         _adam1(param, m, v, i, grad[i], f(beta1), f(beta2), f(1), f(1 - beta1 ** step),
-               f(1 - beta2 ** step), f(lr), f(eps), f(1), True)
+               f(1 - beta2 ** step), f(lr), f(eps), f(1))
 
 
 @njit(inline="always")
@@ -296,12 +298,11 @@ def _reduce(layout, part_ih, part_hh, part_b, part_w, part_bo):
 
 @njit(**JIT_OPTIONS)
 def _adam_all(params, m, v, layout, out_offsets, hyper, step, scale, part_ih, part_hh, part_b,
-              part_w, part_bo, write):
+              part_w, part_bo):
     """Adam on every parameter from the reduced gradients (chunk 0's partials), each first
     multiplied by ``scale``; one gradient row per iteration: (layer k, unit j) -> w_ih[j,:],
-    w_hh[j,:], b[j]; the last iteration is the dense head (w_out, b_out). Writes only if
-    ``write``; returns whether every new parameter and moment is finite."""
-    ok = True
+    w_hh[j,:], b[j]; the last iteration is the dense head (w_out, b_out). Returns whether every
+    new parameter and moment is finite."""
     L = layout.shape[0]
     H = part_hh.shape[2]
     C = part_bo.shape[1]
@@ -310,26 +311,26 @@ def _adam_all(params, m, v, layout, out_offsets, hyper, step, scale, part_ih, pa
     lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
     b1, b2, one, a, e, s = f(beta1), f(beta2), f(1), f(lr), f(eps), f(scale)
     c1, c2 = f(1 - beta1 ** step), f(1 - beta2 ** step)
+    bad = f(0)  # stays 0 while every new value is finite, NaN after
     for r in range(L * H + 1):
         if r < L * H:
             k, j = r // H, r % H
             o_ih, o_hh, o_bk, I = layout[k, 0], layout[k, 1], layout[k, 2], layout[k, 3]
             for i in range(I):
-                ok &= _adam1(params, m, v, o_ih + j * I + i, part_ih[0, k, i, j], b1, b2, one,
-                             c1, c2, a, e, s, write)
+                bad += _adam1(params, m, v, o_ih + j * I + i, part_ih[0, k, i, j], b1, b2, one,
+                              c1, c2, a, e, s)
             for i in range(H):
-                ok &= _adam1(params, m, v, o_hh + j * H + i, part_hh[0, k, i, j], b1, b2, one,
-                             c1, c2, a, e, s, write)
-            ok &= _adam1(params, m, v, o_bk + j, part_b[0, k, j], b1, b2, one, c1, c2, a, e, s,
-                         write)
+                bad += _adam1(params, m, v, o_hh + j * H + i, part_hh[0, k, i, j], b1, b2, one,
+                              c1, c2, a, e, s)
+            bad += _adam1(params, m, v, o_bk + j, part_b[0, k, j], b1, b2, one, c1, c2, a, e, s)
         else:
             for cl in range(C):
                 for j in range(H):
-                    ok &= _adam1(params, m, v, o_w + cl * H + j, part_w[0, cl, j], b1, b2, one,
-                                 c1, c2, a, e, s, write)
-                ok &= _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e,
-                             s, write)
-    return ok
+                    bad += _adam1(params, m, v, o_w + cl * H + j, part_w[0, cl, j], b1, b2, one,
+                                  c1, c2, a, e, s)
+                bad += _adam1(params, m, v, o_b + cl, part_bo[0, cl], b1, b2, one, c1, c2, a, e,
+                              s)
+    return bad == 0
 
 
 @intrinsic
@@ -360,12 +361,13 @@ def address_of(dispatcher, argtypes: tuple) -> int:
 
 
 @ParallelKernel
-def step_kernel(params, m, v, out_offsets, hyper, step, chunk_step, args):
+def step_kernel(params, m, v, saved, out_offsets, hyper, step, chunk_step, args):
     """The whole classifier step in one call: forward, head, and if ``train`` BPTT, the
     gradient norm, clipping and Adam.
 
     params, m, v [P] (updated in place if ``train``, the loss and gradient norm are finite and
-    so is every new value; otherwise not written at all; must not alias each other)
+    so is every new value; otherwise left with their bits; must not alias each other)
+    saved [3,P] workspace: params, m, v before the update, put back if it overflowed
     out_offsets [2] int64 (w_out, b_out)   hyper [5] float64 (lr, beta1, beta2, eps,
     clip_norm; clip_norm 0 = no clipping)   step >= 1
     chunk_step: ``address_of(_chunk_step, (int64, typeof(args)))``
@@ -410,15 +412,19 @@ def step_kernel(params, m, v, out_offsets, hyper, step, chunk_step, args):
         if math.isfinite(f(loss / B)) and math.isfinite(norm):
             clip = hyper[4]
             scale = clip / max(exact, clip) if clip > 0 else 1.0  # exactly 1 if norm <= clip
-            args = (params, m, v, layout, out_offsets, hyper, step, scale, part_ih, part_hh,
-                    part_b, part_w, part_bo)
-            applied = _adam_all(*args, False)  # a check first: nothing is written on overflow
-            if applied:
-                _adam_all(*args, True)
+            saved[0, :] = params
+            saved[1, :] = m
+            saved[2, :] = v
+            applied = _adam_all(params, m, v, layout, out_offsets, hyper, step, scale, part_ih,
+                                part_hh, part_b, part_w, part_bo)
+            if not applied:  # an overflowing update: every bit back as it was
+                params[:] = saved[0]
+                m[:] = saved[1]
+                v[:] = saved[2]
     return loss, correct, norm, applied
 
 
-def _compile_halves(params, m, v, out_offsets, hyper, step, chunk_step, args):
+def _compile_halves(params, m, v, saved, out_offsets, hyper, step, chunk_step, args):
     """The kernels of one training step, typed as :func:`step_kernel` calls them with these
     arguments, in two halves for ``compile_in_two_processes``: ``(here, there)``, ~7-8 s of cold
     compile each (2-vCPU machine of the README, float32); ``_chunk_step`` comes after both.
@@ -432,7 +438,7 @@ def _compile_halves(params, m, v, out_offsets, hyper, step, chunk_step, args):
         (pack_kernel, (params, layout, 0, H, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p)),
         (_reduce, (layout, part_ih, part_hh, part_b, part_w, part_bo)),
         (_adam_all, (params, m, v, layout, out_offsets, hyper, step, 1.0, part_ih, part_hh,
-                     part_b, part_w, part_bo, True)),
+                     part_b, part_w, part_bo)),
         (_head_rows, (ys[0, 0], wout_t, wout_p, b_out, labels, logits, dlogits, dh_top,
                       part_w[0], part_bo[0], train, 0, 0)),
         (rnn_cpu._backward_chunk, (dxy[2], dh_top, whh_p[0], ys[0], lengths, dh0, dhbuf, dz, 0,
@@ -444,7 +450,8 @@ def _compile_halves(params, m, v, out_offsets, hyper, step, chunk_step, args):
     there = [
         (rnn_cpu._forward_chunk, (xs, h0, wih_t[0], whh_t[0], bias[0], lengths, ys[0], h_n[0],
                                   hbuf, 0, 0)),
-        (step_kernel.parallel, (params, m, v, out_offsets, hyper, step, chunk_step, args)),
+        (step_kernel.parallel, (params, m, v, saved, out_offsets, hyper, step, chunk_step,
+                                args)),
     ]
     return ([(f, tuple(map(typeof, a))) for f, a in here],
             [(f, tuple(map(typeof, a))) for f, a in there])
@@ -544,6 +551,7 @@ class ClassifierStep:
         self.ws_tail = (self.logits, z((B, CP), dt), np.full(B, T, np.int32), z(nc, np.float64),
                         z(nc, np.int64))
         self.hyper = np.zeros(5, np.float64)
+        self.saved = z((3, num_params), dt)  # params, m, v before an update (step_kernel)
         self.no_labels = z(B, np.int64)
         self._chunk_step = None  # its address (step_kernel's argument), once compiled
 
@@ -561,11 +569,11 @@ class ClassifierStep:
         chunk_args = (x.swapaxes(0, 1), labels, self.layout, train,
                       params[o_b:o_b + self.num_classes], *self.ws, *self.ws_tail)
         if self._chunk_step is None:  # on a cold cache: compile the kernels on two cores
-            args = (params, m, v, self.out_offsets, self.hyper, step, 0, chunk_args)
+            args = (params, m, v, self.saved, self.out_offsets, self.hyper, step, 0, chunk_args)
             compile_in_two_processes(*_compile_halves(*args))
             self._chunk_step = address_of(_chunk_step, (types.int64, typeof(chunk_args)))
-        loss, correct, norm, applied = step_kernel(params, m, v, self.out_offsets, self.hyper,
-                                                   step, self._chunk_step, chunk_args)
+        loss, correct, norm, applied = step_kernel(params, m, v, self.saved, self.out_offsets,
+                                                   self.hyper, step, self._chunk_step, chunk_args)
         B = x.shape[0]
         return loss / B, correct / B, norm, applied
 

@@ -15,10 +15,10 @@ validated (dtype float32 or float64 throughout, C-contiguous in the layout given
         all gradients (squares summed in float64 in a fixed order, reported in the parameters'
         dtype, so a float32 norm past 3.4e38 counts as inf). If ``loss`` or ``grad_norm`` is not
         finite, or a new parameter or moment would be NaN or inf (an lr near the dtype's largest
-        value, a float32 gradient whose square overflows), nothing is written: ``params``,
-        ``m``, ``v`` stay bit for bit as they were and ``applied`` is False. Otherwise they are
-        updated in place, with the gradients first scaled by
-        ``clip_norm / max(grad_norm, clip_norm)`` when ``clip_norm > 0`` (TF's
+        value, a float32 gradient whose square overflows), nothing changes: ``params``,
+        ``m``, ``v`` end bit for bit as they were (the CPU kernel puts back a copy) and
+        ``applied`` is False. Otherwise they are updated in place, with the gradients first
+        scaled by ``clip_norm / max(grad_norm, clip_norm)`` when ``clip_norm > 0`` (TF's
         ``clip_by_global_norm``; 0 means no clipping), and ``applied`` is True.
     ``evaluate(params, x, labels) -> (loss, acc)`` and ``predict(params, x) -> logits [B,C]``.
 
