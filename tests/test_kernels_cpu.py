@@ -6,6 +6,11 @@ Run once more with ``NUMBA_BOUNDSCHECK=1`` in CI (a separate process: it is read
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -285,10 +290,7 @@ def test_cold_first_step_compiles_in_two_processes(tmp_path):
     """On a cold cache the helper process compiles ``there`` (this process loads it, no miss);
     a helper that fails (``false`` as its interpreter) leaves a warning and an in-process compile
     of the same kernels, with the same result."""
-    import os
     import shutil
-    import subprocess
-    import sys
 
     runs = []
     for helper in (sys.executable, shutil.which("false")):
@@ -326,20 +328,51 @@ print("ok")
 def test_functional_kernels_compile_their_callees_first(tmp_path):
     """``forward_kernel`` and ``backward_kernel`` compile their chunk functions at top level
     first, typed exactly as they then call them (one signature each, on a cold cache)."""
-    import os
-    import subprocess
-    import sys
-
     r = subprocess.run([sys.executable, "-c", _COLD_FUNCTIONAL], capture_output=True, text=True,
                        timeout=600, env=os.environ | {"NUMBA_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 0 and r.stdout.split() == ["ok"], r.stdout + r.stderr
+
+
+_TARGET_FORWARD = """
+import numpy as np
+from fastrnn.kernels import rnn_cpu
+rng = np.random.default_rng(0)
+x, w_ih = rng.random((3, 4, 5), dtype=np.float32), rng.random((33, 5), dtype=np.float32)
+w_hh = rng.random((33, 33), dtype=np.float32) * 0.1
+y, _ = rnn_cpu.rnn_forward(x, None, w_ih, w_hh, np.ones(33, np.float32))
+stats = rnn_cpu._forward_chunk.stats
+print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()), y.tobytes().hex())
+"""
+#: an AVX2 build on any x86-64 host: Zen 3's name and its own features only (no AVX-512)
+AVX2_TARGET = {"NUMBA_CPU_NAME": "znver3", "NUMBA_CPU_FEATURES": ""}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 targets")
+def test_on_disk_cache_keeps_each_cpu_targets_code(tmp_path):
+    """One cache folder shared by an AVX2 build and a host build (AVX-512 on the README's
+    machine): each compiles its own code the first time, though the other's is on disk, and
+    then loads only its own. The outputs are the same bits: no reassociation (see
+    ``rnn_cpu``), so the vector width does not change a result."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU_")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    runs = {"avx2": [], "host": []}
+    for target in ("avx2", "host", "avx2", "host"):
+        r = subprocess.run([sys.executable, "-c", _TARGET_FORWARD], capture_output=True,
+                           text=True, timeout=600,
+                           env=env | (AVX2_TARGET if target == "avx2" else {}))
+        assert r.returncode == 0, r.stdout + r.stderr
+        hits, misses, y = r.stdout.split()
+        runs[target].append((int(hits), int(misses), y))
+    for target, ((hits, misses, y), (hits2, misses2, y2)) in runs.items():
+        assert (hits, hits2) == (0, 1) and (misses, misses2) == (1, 0), (target, runs)
+        assert y == y2 == runs["host"][0][2], target
 
 
 def test_compile_helper_dead_before_its_jobs(monkeypatch):
     """A compile helper that exits before reading its jobs (``false``, given time to exit) is
     reported once, as failed, and reaped: no second warning about a still-running process."""
     import shutil
-    import subprocess
     import time
     import warnings
 
