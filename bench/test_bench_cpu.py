@@ -1,5 +1,7 @@
 """sec/iter of a training step and an inference step on the CPU: fastrnn's Numba kernels against the
-NumPy reference and PyTorch (nn.RNN + Linear + CrossEntropy + Adam), one table per shape and depth.
+NumPy reference and PyTorch (nn.RNN + Linear + CrossEntropy + Adam), one table per shape and depth;
+and the latency of one streaming step at batch 1 (state in, state out: ``BasicRNNCell`` against
+``nn.RNNCell``), the baseline of issue 16's target (under 5 us at H = 256, I = 64, one core).
 
     pytest bench/ --benchmark-only --benchmark-json=bench.json && python bench/report.py bench.json
 
@@ -10,10 +12,11 @@ each parallel region, never overlap fastrnn's timings.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import fastrnn
-from bench.conftest import SHAPES, Shape, batch, record
+from bench.conftest import SHAPES, Shape, batch, record, versions
 
 IMPLS = ["fastrnn-cpu", "reference", "torch"]
 
@@ -73,4 +76,41 @@ def test_train_step(benchmark, shape, layers, impl):
 def test_inference_step(benchmark, shape, layers, impl):
     step = make_step(impl, shape, layers, train=False)
     record(benchmark, shape, layers, False, impl)
+    benchmark(step)
+
+
+#: one frame of a stream: batch 1, one step (the cell keeps no state: the caller passes it)
+STREAM = Shape("stream B1 I64 H256", B=1, T=1, I=64, H=256)
+
+
+def stream_step(impl: str):
+    """One ``state -> new state`` step at :data:`STREAM`'s sizes, float32, no gradients."""
+    x = np.random.default_rng(0).random((STREAM.B, STREAM.I), dtype=np.float32)
+    if impl == "torch":
+        torch = pytest.importorskip("torch", reason="no PyTorch (pip install -e '.[bench]')")
+        cell = torch.nn.RNNCell(STREAM.I, STREAM.H)
+        xt, ht = torch.from_numpy(x), torch.zeros(STREAM.B, STREAM.H)
+
+        def step():
+            with torch.inference_mode():
+                return cell(xt, ht)
+        return step
+    from fastrnn.cells import BasicRNNCell
+
+    cell = BasicRNNCell(STREAM.H, seed=0)
+    state = cell.zero_state(STREAM.B)
+    backend = "reference" if impl == "reference" else None
+    return lambda: cell(x, state, backend=backend)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_stream_step(benchmark, impl):
+    step = stream_step(impl)
+    step()  # compile / warm up outside the timings
+    step()
+    benchmark.group = f"stream step {STREAM}"
+    benchmark.extra_info.update(versions())
+    benchmark.extra_info.update({"impl": impl, "shape": STREAM.name, "layers": 1,
+                                 "quantity": "stream step",
+                                 "flops": 2 * STREAM.B * STREAM.H * (STREAM.I + STREAM.H)})
     benchmark(step)
