@@ -85,13 +85,17 @@ def batch(shape: Shape, seed: int = 0):
     return x, rng.integers(0, shape.C, shape.B)
 
 
-def record(benchmark, shape: Shape, layers: int, train: bool, impl: str) -> None:
-    """Group one table per (quantity, shape, layers); put the FLOP count and versions beside."""
-    benchmark.group = f"{'train' if train else 'inference'} {shape} {layers}L"
+def record(benchmark, shape: Shape, layers: int, train: bool, impl: str, *,
+           quantity: str | None = None, n_flops: int | None = None) -> None:
+    """Group one table per (quantity, shape, layers); put the FLOP count and versions beside.
+    ``quantity`` defaults to "train" or "inference", ``n_flops`` to :func:`flops`."""
+    quantity = quantity or ("train" if train else "inference")
+    benchmark.group = f"{quantity} {shape} {layers}L"
     benchmark.extra_info.update(versions())
     benchmark.extra_info.update({"impl": impl, "shape": shape.name, "layers": layers,
-                                 "quantity": "train" if train else "inference",
-                                 "flops": flops(shape, layers, train)})
+                                 "quantity": quantity,
+                                 "flops": flops(shape, layers, train) if n_flops is None
+                                 else n_flops})
 
 
 @pytest.fixture(autouse=True)

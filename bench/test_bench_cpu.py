@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from bench.conftest import SHAPES, Shape, batch, record, versions
+from bench.conftest import SHAPES, Shape, batch, record
 
 IMPLS = ["fastrnn-cpu", "reference", "torch"]
 
@@ -108,9 +108,6 @@ def test_stream_step(benchmark, impl):
     step = stream_step(impl)
     step()  # compile / warm up outside the timings
     step()
-    benchmark.group = f"stream step {STREAM}"
-    benchmark.extra_info.update(versions())
-    benchmark.extra_info.update({"impl": impl, "shape": STREAM.name, "layers": 1,
-                                 "quantity": "stream step",
-                                 "flops": 2 * STREAM.B * STREAM.H * (STREAM.I + STREAM.H)})
+    record(benchmark, STREAM, 1, False, impl, quantity="stream step",
+           n_flops=2 * STREAM.B * STREAM.H * (STREAM.I + STREAM.H))  # no dense layer
     benchmark(step)

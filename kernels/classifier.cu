@@ -188,8 +188,8 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) grad_sumsq_partial(
 // p -= lr * m_hat / (sqrt(v_hat) + eps)  (eps added to the bias-corrected sqrt, as PyTorch);
 // scale is exactly 1 when clipping is off or the norm is within clip_norm, so g' = g bitwise.
 // The check launch makes "nothing written" hold for the update itself (an lr near FLT_MAX, or a
-// finite gradient above ~6e20 with which (1-beta2) g^2 overflows v): no block can know the others' values
-// before writing its own, hence two launches rather than one.
+// finite gradient above ~6e20, whose (1-beta2) g^2 overflows v): no block can know the others'
+// values before writing its own, hence two launches rather than one.
 // Napkin: the prologue costs each block one dependent L2 load of <= 128 doubles (one per lane
 // for <= 32 parts) and one barrier, ~0.5 us, on top of the ~1.4 us the update took alone; the
 // check launch repeats both without the stores (predicted ~+1.5-2 us per step, showcase).

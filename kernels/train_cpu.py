@@ -28,8 +28,9 @@ rows stay in L1/L2, and it writes only its own rows and its own partial gradient
 tail: the chunks' partials summed in chunk order (32 lanes at a time) and the float64 sum of their
 squares (``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``,
 after a copy of params, m and v: if a new value is not finite, the copy is put back). Adam is
-serial and bound by its division and square root (2,180 parameters at the showcase); a separate
-check pass before it cost ~15% of the showcase step, the copy (26 KB) costs ~1 us.
+serial and bound by its division and square root (2,180 parameters at the showcase): a separate
+check pass before it made the showcase step ~1.3x slower in alternating runs; the copy (26 KB
+there) made no difference measurable on this noisy 2-vCPU machine.
 The tail is serial: an OpenMP launch costs ~1.3 us, but a second ``prange`` in ``step_kernel``
 adds ~5 s to its compile, and a tried version that ran the tail as two more launches of the one
 parallel body was no faster on this 2-vCPU VM (its partials come from both cores' caches).

@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 needs_checkout = pytest.mark.skipif(
     not (ROOT / ".git").exists() or not (ROOT / "kernels").is_dir(),
     reason="builds fastrnn from its source: needs a git checkout beside tests/")
-#: the sdist's files besides those git tracks below these folders: the build's own metadata
-SDIST_TOP = {"pyproject.toml", "setup.py", "MANIFEST.in", "README.md"}
+#: the sdist: every tracked file below these folders, these top-level files, and the metadata the
+#: build writes (PKG-INFO, setup.cfg, *.egg-info/)
 SDIST_FOLDERS = ("fastrnn", "kernels", "tests", "examples", "bench")
+SDIST_TOP = {"pyproject.toml", "setup.py", "MANIFEST.in", "README.md"}
 SDIST_GENERATED = {"PKG-INFO", "setup.cfg"}
 
 

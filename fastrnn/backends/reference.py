@@ -31,13 +31,12 @@ class _ReferenceClassifier:
             return float(loss), acc, norm, False
         # the update on copies, kept only if every new value is finite
         grad = np.concatenate([g.ravel() for g in clipped]).astype(params.dtype)
-        new = [a.copy() for a in (params, m, v)]
+        p_new, m_new, v_new = params.copy(), m.copy(), v.copy()
         with np.errstate(over="ignore", invalid="ignore"):
-            ref.adam_update(*new[:1], grad, *new[1:], step, lr, beta1, beta2, eps)
-        if not all(np.isfinite(a).all() for a in new):
+            ref.adam_update(p_new, grad, m_new, v_new, step, lr, beta1, beta2, eps)
+        if not all(np.isfinite(a).all() for a in (p_new, m_new, v_new)):
             return float(loss), acc, norm, False
-        for a, b in zip((params, m, v), new):
-            a[...] = b
+        params[...], m[...], v[...] = p_new, m_new, v_new
         return float(loss), acc, norm, True
 
     def evaluate(self, params, x, labels):
