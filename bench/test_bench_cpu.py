@@ -15,50 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fastrnn
-from bench.conftest import SHAPES, Shape, batch, record
-
-IMPLS = ["fastrnn-cpu", "reference", "torch"]
-
-
-def fastrnn_step(impl: str, shape: Shape, layers: int, train: bool):
-    x, y = batch(shape)
-    model = fastrnn.RNNClassifier(shape.I, shape.H, layers, shape.C, device="cpu",
-                                  backend="reference" if impl == "reference" else None)
-    return (lambda: model.train_step(x, y)) if train else (lambda: model.predict(x))
-
-
-def torch_step(shape: Shape, layers: int, train: bool):
-    torch = pytest.importorskip("torch", reason="no PyTorch (pip install -e '.[bench]')")
-    x, y = batch(shape)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    rnn = torch.nn.RNN(shape.I, shape.H, layers, batch_first=True)
-    fc = torch.nn.Linear(shape.H, shape.C)
-    params = [*rnn.parameters(), *fc.parameters()]
-    opt = torch.optim.Adam(params, lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        logits = fc(rnn(xt)[0][:, -1])
-        loss = loss_fn(logits, yt)
-        loss.backward()
-        opt.step()
-        return loss.item(), (logits.argmax(1) == yt).float().mean().item()
-
-    def infer():
-        with torch.inference_mode():
-            return fc(rnn(xt)[0][:, -1])
-
-    return train_step if train else infer
-
-
-def make_step(impl: str, shape: Shape, layers: int, train: bool):
-    step = torch_step(shape, layers, train) if impl == "torch" else fastrnn_step(
-        impl, shape, layers, train)
-    step()  # compile / warm up outside the timings
-    step()
-    return step
+from bench.conftest import IMPLS, SHAPES, Shape, make_step, record
 
 
 @pytest.mark.parametrize("impl", IMPLS)

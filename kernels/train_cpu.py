@@ -139,15 +139,29 @@ def _adam1(param, m, v, i, g, b1, b2, one, c1, c2, a, e, s):
 
 
 @njit(**JIT_OPTIONS)
-def adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps):
-    """Adam in place on ``param``, ``m``, ``v`` [P] given ``grad`` [P]; ``step`` is 1-based.
+def adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps, scale):
+    """Adam in place on ``param``, ``m``, ``v`` [P] given ``grad`` [P], each gradient first
+    multiplied by ``scale``; ``step`` is 1-based. Returns whether every new value is finite.
 
     Arithmetic in the buffers' dtype, like the reference (scalars rounded to it first).
     """
     f = param.dtype.type
+    b1, b2, one, a, e, s = f(beta1), f(beta2), f(1), f(lr), f(eps), f(scale)
+    c1, c2 = f(1 - beta1 ** step), f(1 - beta2 ** step)
+    bad = f(0)  # stays 0 while every new value is finite, NaN after
     for i in range(param.shape[0]):
-        _adam1(param, m, v, i, grad[i], f(beta1), f(beta2), f(1), f(1 - beta1 ** step),
-               f(1 - beta2 ** step), f(lr), f(eps), f(1))
+        bad += _adam1(param, m, v, i, grad[i], b1, b2, one, c1, c2, a, e, s)
+    return bad == 0
+
+
+@njit(**JIT_OPTIONS)
+def sum_squares(a):
+    """``sum(a*a)`` in float64, in index order (1-D ``a``)."""
+    total = 0.0
+    for i in range(a.shape[0]):
+        g = np.float64(a[i])
+        total += g * g
+    return total
 
 
 @njit(inline="always")
@@ -494,7 +508,7 @@ def dense_xent(h: np.ndarray, w: np.ndarray, b: np.ndarray, labels: np.ndarray):
 
 def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8) -> None:
     """Adam in place on 1-D ``param``, ``m``, ``v``; see :func:`fastrnn.reference.adam_update`."""
-    adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps)
+    adam_kernel(param, grad, m, v, step, lr, beta1, beta2, eps, 1.0)
 
 
 def _fixed_type(a: np.ndarray, dtype) -> bool:

@@ -29,6 +29,11 @@ from tests.tolerances import (
 
 rnn_cpu = pytest.importorskip("fastrnn.kernels.rnn_cpu")
 train_cpu = pytest.importorskip("fastrnn.kernels.train_cpu")
+from fastrnn.kernels import rnn_gemm  # noqa: E402  (after the skip: needs Numba)
+
+#: the CPU backend's two strategies (fastrnn/backends/cpu.py), by the name FASTRNN_CPU_STRATEGY
+#: gives them; every layer kernel test runs on both
+LAYER_KERNELS = {"fused": rnn_cpu, "gemm": rnn_gemm}
 
 DTYPES = [np.float64, np.float32]
 
@@ -70,12 +75,14 @@ def _problem(B, T, I, H, time_major, dtype, seed=0):
     return arrays, lengths, rng
 
 
+@pytest.mark.parametrize("strategy", LAYER_KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("B,T,I,H,time_major", SHAPES)
-def test_rnn_forward_backward(B, T, I, H, time_major, dtype):
+def test_rnn_forward_backward(B, T, I, H, time_major, dtype, strategy):
+    kernels = LAYER_KERNELS[strategy]
     (x, h0, w_ih, w_hh, b), lengths, rng = _problem(B, T, I, H, time_major, dtype)
     f64 = [a.astype(np.float64) for a in (x, h0, w_ih, w_hh, b)]
-    y, h_n = rnn_cpu.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+    y, h_n = kernels.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
     y_r, h_r = ref.rnn_forward(*f64, lengths, time_major)
     assert y.dtype == dtype and h_n.dtype == dtype
     tol = _tol(dtype, False)
@@ -84,7 +91,7 @@ def test_rnn_forward_backward(B, T, I, H, time_major, dtype):
 
     dy = rng.standard_normal(y.shape).astype(dtype)
     dh_n = rng.standard_normal(h_n.shape).astype(dtype)
-    grads = rnn_cpu.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+    grads = kernels.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
     # the reference's backward from the kernel's own forward output isolates the backward
     grads_r = ref.rnn_backward(dy.astype(np.float64), dh_n.astype(np.float64), f64[0], f64[1],
                                f64[2], f64[3], y.astype(np.float64), lengths, time_major)
@@ -171,9 +178,11 @@ def _classifier_run(backend_name, spec, steps, x, labels):
     return losses, p, k
 
 
+@pytest.mark.parametrize("strategy", LAYER_KERNELS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_classifier_steps_match_reference(layers, dtype):
+def test_classifier_steps_match_reference(layers, dtype, strategy, monkeypatch):
+    monkeypatch.setenv("FASTRNN_CPU_STRATEGY", strategy)
     spec = ModelSpec(input_size=28, hidden_size=31, num_layers=layers, num_classes=10, dtype=dtype)
     rng = np.random.default_rng(layers)
     x = rng.random((64, 28, 28)).astype(dtype)
@@ -192,31 +201,36 @@ def test_classifier_steps_match_reference(layers, dtype):
     assert abs(loss - loss_r) <= tol * abs(loss_r) and acc == acc_r
 
 
-def test_train_step_bitwise_reproducible():
+@pytest.mark.parametrize("strategy", LAYER_KERNELS)
+def test_train_step_bitwise_reproducible(strategy, monkeypatch):
+    """The same bits run to run on both strategies; on any number of threads too on the fused
+    one (the GEMM one leaves that to BLAS)."""
     import numba
 
+    monkeypatch.setenv("FASTRNN_CPU_STRATEGY", strategy)
     spec = ModelSpec(28, 31, 2, 10)
     rng = np.random.default_rng(0)
     x = rng.random((40, 28, 28), dtype=np.float32)
     labels = rng.integers(0, 10, 40)
     runs = []
-    for threads in (numba.get_num_threads(), numba.get_num_threads(), 1):
-        saved = numba.get_num_threads()
+    n = numba.get_num_threads()
+    for threads in (n, n, 1) if strategy == "fused" else (n, n):
         numba.set_num_threads(threads)
         try:
             runs.append(_classifier_run("cpu", spec, 2, x, labels)[1])
         finally:
-            numba.set_num_threads(saved)
-    assert np.array_equal(runs[0], runs[1])  # same step twice
-    assert np.array_equal(runs[0], runs[2])  # and on one thread
+            numba.set_num_threads(n)
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])
 
 
-def test_train_step_any_layout_of_x_and_labels():
+@pytest.mark.parametrize("strategy", LAYER_KERNELS)
+def test_train_step_any_layout_of_x_and_labels(strategy, monkeypatch):
     """``step_kernel`` calls ``_chunk_step`` by an address compiled for one type of its argument
     tuple, so one step object turns read-only or strided x and labels into that type: the same
-    bits as contiguous inputs."""
+    bits as contiguous inputs (and so does the GEMM strategy's)."""
     from fastrnn.backends import get_backend
 
+    monkeypatch.setenv("FASTRNN_CPU_STRATEGY", strategy)
     spec = ModelSpec(5, 3, 2, 4)
     rng = np.random.default_rng(1)
     x = rng.random((6, 4, 5), dtype=np.float32)
@@ -294,9 +308,10 @@ def test_cold_first_step_compiles_in_two_processes(tmp_path):
 
     runs = []
     for helper in (sys.executable, shutil.which("false")):
-        cache = tmp_path / os.path.basename(helper)
+        env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path / os.path.basename(helper)),
+                            "FASTRNN_CPU_STRATEGY": "fused"}  # the fused kernels' compile
         r = subprocess.run([sys.executable, "-c", _COLD_FIRST_STEP, helper], capture_output=True,
-                           text=True, timeout=600, env=os.environ | {"NUMBA_CACHE_DIR": str(cache)})
+                           text=True, timeout=600, env=env)
         assert r.returncode == 0, r.stdout + r.stderr
         runs.append(r.stdout.split())
     (warned, misses, loss), (warned_f, misses_f, loss_f) = runs

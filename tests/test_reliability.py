@@ -34,22 +34,27 @@ from tests.tolerances import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-#: the ways to run a classifier: the reference, the CPU kernels, the CUDA kernels on a GPU, and
+#: the ways to run a classifier: the reference, the CPU kernels (the strategy chosen for these
+#: small shapes, and "cpu-gemm": FASTRNN_CPU_STRATEGY=gemm), the CUDA kernels on a GPU, and
 #: "cuda-emu": the cuda device with tests/cuda_emu/fake_cupy.py as CuPy (the backend's Python and
 #: .cu kernels on the CPU emulator)
-RUNNERS = ["reference", "cpu", pytest.param("cuda", marks=pytest.mark.gpu),
+RUNNERS = ["reference", "cpu", "cpu-gemm", pytest.param("cuda", marks=pytest.mark.gpu),
            pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)]
 #: (runner, dtype) pairs: the CUDA backend computes in float32 only
-RUNNER_DTYPES = [(r, d) for r in ("reference", "cpu") for d in ("float32", "float64")] + [
+RUNNER_DTYPES = [(r, d) for r in ("reference", "cpu", "cpu-gemm")
+                 for d in ("float32", "float64")] + [
     pytest.param("cuda", "float32", marks=pytest.mark.gpu),
     pytest.param("cuda-emu", "float32", marks=pytest.mark.cuda_emu)]
 
 
 @pytest.fixture(autouse=True)
 def _emulated_cuda(request, monkeypatch):
-    """Tests of the "cuda-emu" runner see the stand-in CuPy (and need g++)."""
-    if getattr(request.node, "callspec", None) is None or \
-            request.node.callspec.params.get("runner") != "cuda-emu":
+    """Tests of the "cuda-emu" runner see the stand-in CuPy (and need g++); those of "cpu-gemm"
+    run the CPU's GEMM strategy."""
+    runner = getattr(request.node, "callspec", None) and request.node.callspec.params.get("runner")
+    if runner == "cpu-gemm":
+        monkeypatch.setenv("FASTRNN_CPU_STRATEGY", "gemm")
+    if runner != "cuda-emu":
         yield
         return
     from tests.cuda_emu import fake_cupy
@@ -62,7 +67,7 @@ def make(runner: str, **kw) -> fastrnn.RNNClassifier:
     kw = {"input_size": 5, "hidden_size": 7, "num_layers": 2, "num_classes": 3, "seed": 0} | kw
     if runner == "reference":
         return fastrnn.RNNClassifier(device="cpu", backend="reference", **kw)
-    return fastrnn.RNNClassifier(device=runner.removesuffix("-emu"), **kw)
+    return fastrnn.RNNClassifier(device=runner.removesuffix("-emu").removesuffix("-gemm"), **kw)
 
 
 def host(a) -> np.ndarray:
@@ -194,7 +199,8 @@ def _run_steps(runner, dtype, steps, clip_norm, lr=1e-2):
 
 
 @pytest.mark.parametrize("runner, dtype", [
-    ("cpu", "float64"), ("cpu", "float32"), pytest.param("cuda", "float32", marks=pytest.mark.gpu),
+    ("cpu", "float64"), ("cpu", "float32"), ("cpu-gemm", "float32"),
+    pytest.param("cuda", "float32", marks=pytest.mark.gpu),
     pytest.param("cuda-emu", "float32", marks=pytest.mark.cuda_emu)])
 def test_clipped_steps_match_the_reference(runner, dtype):
     """5 steps with a clip_norm well under the gradient norm: losses and gradient norms step by

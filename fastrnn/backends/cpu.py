@@ -1,21 +1,89 @@
-"""The CPU backend: fastrnn's Numba kernels (``fastrnn.kernels.rnn_cpu`` / ``train_cpu``).
+"""The CPU backend: fastrnn's Numba kernels, on one of two strategies chosen per shape.
 
-Arrays arrive validated (see :mod:`fastrnn.backends`). A classifier's training step, evaluate and
-predict are each one Numba call (``train_cpu.step_kernel``). Kernels compile on first use for each
-dtype (one layout each; cached on disk; see ``kernels/_numba_env.py`` for the Numba settings and
-the threading layer: OpenMP, with a serial fallback in forked children). Results are bitwise
-reproducible, run to run, for any number of threads, and in a forked child.
+``fused`` (``fastrnn.kernels.rnn_cpu`` / ``train_cpu``): every product inside fastrnn's own
+register-blocked kernels, one parallel call per layer or per whole training step; best where the
+matrices are small (the showcase: H = 31). ``gemm`` (``rnn_gemm`` / ``train_gemm``): BLAS for
+every matrix product (the input projection and the weight gradients over all steps at once, one
+``[B,H] x [H,H]`` product per step) and Numba for the element-wise work; best for large hidden
+sizes, and for small batches, which the fused kernels' 8-row blocks would mostly waste.
+:func:`choose` picks one per call from the batch, the hidden size and the vector width of the CPU
+Numba compiles for (a measured crossover, below); ``FASTRNN_CPU_STRATEGY=fused|gemm`` forces one
+everywhere (functional API, cells, ``fastrnn.torch.RNN``, the classifier).
+
+Arrays arrive validated (see :mod:`fastrnn.backends`). On the fused strategy a classifier's
+training step, evaluate and predict are each one Numba call (``train_cpu.step_kernel``). Kernels
+compile on first use for each dtype (one layout each; cached on disk; see
+``kernels/_numba_env.py`` for the Numba settings and the threading layer: OpenMP, with a serial
+fallback in forked children). Results are bitwise
+reproducible run to run on both strategies; the fused one also for any number of threads and in
+a forked child (the GEMM one leaves the split of its products among threads to BLAS).
 A step whose loss or gradient norm is not finite leaves params, m and v untouched.
 """
 
 from __future__ import annotations
 
+import os
+from functools import cache
+
+import llvmlite.binding as ll
 import numpy as np
 
 # Imported here, not in fastrnn/__init__: loading this module is what pulls in Numba.
 from fastrnn.backends import Backend, ShapeCache
-from fastrnn.kernels import rnn_cpu, train_cpu
+from fastrnn.kernels import rnn_cpu, rnn_gemm, train_cpu, train_gemm
 from fastrnn.params import ModelSpec
+
+#: the environment variable that forces a strategy, and its values
+STRATEGY_ENV = "FASTRNN_CPU_STRATEGY"
+STRATEGIES = ("auto", "fused", "gemm")
+#: per vector width (bits) of the compile target: the hidden size from which the GEMM strategy
+#: runs a training step faster than the fused one at batches of a multiple of 8 rows (measured
+#: with ``python bench/crossover.py``; README, "CPU strategies"). 128 bits (SSE, NEON) is not
+#: measured: the fused kernels' 32-lane accumulators fit those registers worst, so it is lowest.
+CROSSOVER_H = {512: 1024, 256: 512, 128: 128}
+
+
+@cache
+def vector_bits() -> int:
+    """Widest vector registers of the CPU Numba compiles for (the host, or ``NUMBA_CPU_NAME`` /
+    ``NUMBA_CPU_FEATURES``): 512 (AVX-512), 256 (AVX2) or 128 (SSE, NEON), asked of LLVM by
+    compiling one 16-float add with Numba's own target machine."""
+    from numba.core.registry import cpu_target
+
+    ir = ("define void @f(<16 x float>* %p) {\n  %v = load <16 x float>, <16 x float>* %p\n"
+          "  %w = fadd <16 x float> %v, %v\n  store <16 x float> %w, <16 x float>* %p\n"
+          "  ret void\n}")
+    asm = cpu_target.target_context.codegen()._tm.emit_assembly(ll.parse_assembly(ir))
+    return 512 if "zmm" in asm else 256 if "ymm" in asm else 128
+
+
+def choose(batch: int, hidden: int) -> str:
+    """``"fused"`` or ``"gemm"`` for a layer or classifier of this batch and hidden size.
+
+    ``FASTRNN_CPU_STRATEGY`` if set to one of them; else a cost model with one measured
+    parameter per vector width: the fused kernels compute every row of their 8-row blocks (a
+    batch of 1 costs as much as one of 8), GEMMs only the batch's rows, so GEMM wins from
+    ``CROSSOVER_H[bits] * batch / (batch rounded up to 8 rows)`` on (at batch 1, an eighth of it).
+    """
+    asked = os.environ.get(STRATEGY_ENV, "auto")
+    if asked not in STRATEGIES:
+        raise ValueError(f"{STRATEGY_ENV}: expected one of {STRATEGIES}, got {asked!r}")
+    if asked != "auto":
+        return asked
+    rows = -(-batch // rnn_cpu.ROWS) * rnn_cpu.ROWS  # what the fused kernels compute
+    return "gemm" if hidden * rows >= CROSSOVER_H[vector_bits()] * batch else "fused"
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+    B = h0.shape[0]
+    kernels = rnn_gemm if choose(B, w_hh.shape[0]) == "gemm" else rnn_cpu
+    return kernels.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+
+
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+    B = h0.shape[0]
+    kernels = rnn_gemm if choose(B, w_hh.shape[0]) == "gemm" else rnn_cpu
+    return kernels.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
 
 
 def _layout(spec: ModelSpec):
@@ -35,13 +103,14 @@ class _CpuClassifier:
         self._layout, self._out = _layout(spec)
         self._steps: ShapeCache[train_cpu.ClassifierStep] = ShapeCache()
 
-    def _step(self, x) -> train_cpu.ClassifierStep:
+    def _step(self, x):
         s = self.spec
+        strategy = choose(x.shape[0], s.hidden_size)
+        step = train_gemm.ClassifierStep if strategy == "gemm" else train_cpu.ClassifierStep
         return self._steps.get(
-            (x.shape[0], x.shape[1], x.dtype.str),
-            lambda: train_cpu.ClassifierStep(self._layout, self._out, s.hidden_size,
-                                             s.num_classes, s.size, x.shape[0], x.shape[1],
-                                             x.dtype))
+            (x.shape[0], x.shape[1], x.dtype.str, strategy),
+            lambda: step(self._layout, self._out, s.hidden_size, s.num_classes, s.size,
+                         x.shape[0], x.shape[1], x.dtype))
 
     def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
         # the norm, the finiteness check and the clipping happen inside the one fused call
@@ -55,4 +124,4 @@ class _CpuClassifier:
         return self._step(x).predict(params, x)
 
 
-BACKEND = Backend("cpu", rnn_cpu.rnn_forward, rnn_cpu.rnn_backward, _CpuClassifier)
+BACKEND = Backend("cpu", rnn_forward, rnn_backward, _CpuClassifier)

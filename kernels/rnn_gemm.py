@@ -1,0 +1,145 @@
+"""The GEMM strategy for one tanh RNN layer on the CPU: BLAS for every matrix product, Numba for
+the recurrence's element-wise work. The strategy of the large shapes (``strategy.py`` picks it).
+
+What it computes is ``rnn_cpu``'s math (``fastrnn/reference.py``, same positional signature):
+
+    forward   y_t = x_t W_ih^T + b            one GEMM [T*B,I] x [I,H] for all steps, first
+              y_t = tanh(y_t + h_{t-1} W_hh^T) per step: one GEMM [B,H] x [H,H], then the tanh
+              (past a length: y_t = 0, the state carried)
+    backward  dz_t = (dy_t + dh_t) * (1 - y_t*y_t),  dh_{t-1} = dz_t W_hh   per step (one GEMM)
+              dx = dz W_ih,  dW_ih = dz^T x,  dW_hh = dz^T [h0; y_0..y_{T-2}]  one GEMM each,
+              db = sum dz                                                      after the loop
+
+Shapes: x [B,T,I] or, with ``time_major``, [T,B,I], C-contiguous (as the API hands them over);
+h0, dh_n [B,H]; w_ih [H,I]; w_hh [H,H]; b [H]; lengths [B] int32; y, dy, dz like x with last
+axis H. The GEMMs over all steps read the arrays flat ([T*B, .] rows, in either layout: row
+order is the same on both sides of each product), so nothing is transposed or padded. The loop
+kernels see time-major views ([T,B,H], A-layout) and call BLAS (``np.dot``: SciPy's BLAS, which
+Numba needs for it) on C-contiguous [B,H] state buffers.
+
+Launch: one Numba call per layer and direction (the step loop runs inside it), plus NumPy GEMMs.
+Threads: BLAS's own (OpenBLAS: all cores); the element-wise work is serial. Bits: the same
+inputs and thread count give the same bits (BLAS splits the output, not the sums, among threads
+for these shapes, and nothing here depends on timing); across thread counts it is BLAS's choice,
+so this strategy makes no promise there.
+
+tanh: ``rnn_cpu._tanh`` (the same rational float32 tanh as the fused kernels; ``math.tanh`` for
+float64), inlined into a plain loop that LLVM's loop vectoriser vectorises (these kernels use
+Numba's default pipeline, not ``_numba_env.VectorizingCompiler``).
+
+Check: ``pytest tests/test_kernels_cpu.py -k gemm``. Time: ``pytest bench/ --benchmark-only``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .rnn_cpu import _tanh
+
+#: Numba options of these kernels: cached, NumPy's error model, FMA contraction only (as
+#: ``_numba_env.JIT_OPTIONS``, with Numba's own pipeline: loop vectoriser on)
+OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
+
+
+@njit(inline="always")
+def _row(a, t, r, time_major):
+    """Row ``(t, r)`` of ``a`` [T,B,H] (``time_major``) or [B,T,H]: a C-contiguous [H] view either
+    way, so the element-wise loops over it vectorise."""
+    return a[t, r] if time_major else a[r, t]
+
+
+@njit(**OPTIONS)
+def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw):
+    """x2 [T*B,I] (x flat); y [T,B,H] or [B,T,H] out; h_n [B,H] out; hbuf [2,B,H], hw [B,H]
+    workspaces."""
+    B, H = h0.shape
+    T = x2.shape[0] // B
+    np.dot(x2, w_ih.T, y.reshape(-1, H))
+    hbuf[0] = h0
+    for t in range(T):
+        cur, nxt = hbuf[t & 1], hbuf[(t + 1) & 1]
+        np.dot(cur, w_hh.T, hw)
+        for r in range(B):
+            yr, hr, cr, nr = _row(y, t, r, time_major), hw[r], cur[r], nxt[r]
+            if t < lengths[r]:
+                for j in range(H):
+                    v = _tanh(yr[j] + hr[j] + b[j])
+                    yr[j] = v
+                    nr[j] = v
+            else:  # past the length: output zero, state carried
+                for j in range(H):
+                    yr[j] = 0
+                    nr[j] = cr[j]
+    h_n[:] = hbuf[T & 1]
+
+
+@njit(**OPTIONS)
+def backward_kernel(dy, dh_n, x2, h0, w_ih, w_hh, y, lengths, time_major, dx2, dh0, dw_ih, dw_hh,
+                    db, dz, hp, dh, g, dhw):
+    """dy, y [T,B,H] or [B,T,H] (``time_major`` or not); x2 [T*B,I] (x flat); dx2 [T*B,I] out
+    (no rows: skipped); dh0 [B,H], dw_ih [H,I], dw_hh [H,H], db [H] out; dz, hp like y and dh,
+    g, dhw [B,H]: workspaces."""
+    B, H = h0.shape
+    T = x2.shape[0] // B
+    one = y.dtype.type(1)
+    dh[:] = dh_n
+    for t in range(T - 1, -1, -1):
+        for r in range(B):
+            yr, dyr, dzr, gr, dhr = (_row(y, t, r, time_major), _row(dy, t, r, time_major),
+                                     _row(dz, t, r, time_major), g[r], dh[r])
+            if t < lengths[r]:
+                for j in range(H):
+                    v = (dyr[j] + dhr[j]) * (one - yr[j] * yr[j])
+                    gr[j] = v
+                    dzr[j] = v
+            else:
+                gr[:] = 0
+                dzr[:] = 0
+        np.dot(g, w_hh, dhw)
+        for r in range(B):
+            if t < lengths[r]:  # past the length the state was carried, and so is dh
+                dh[r] = dhw[r]
+    dh0[:] = dh
+    for t in range(T):  # the state each step started from: h0, y_0, ..., y_{T-2}
+        for r in range(B):
+            _row(hp, t, r, time_major)[:] = h0[r] if t == 0 else _row(y, t - 1, r, time_major)
+    dz2 = dz.reshape(-1, H)
+    if dx2.shape[0] > 0:
+        np.dot(dz2, w_ih, dx2)
+    np.dot(dz2.T, x2, dw_ih)
+    np.dot(dz2.T, hp.reshape(-1, H), dw_hh)
+    db[:] = 0
+    for n in range(dz2.shape[0]):
+        db += dz2[n]
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, y=None, h_n=None):
+    """One layer forward (``rnn_cpu.rnn_forward``'s signature; every argument given, C-contiguous).
+    Returns ``y`` (layout of x) and ``h_n [B,H]``."""
+    H, I = w_ih.shape
+    B = h0.shape[0]
+    dt = x.dtype
+    y = np.empty(x.shape[:2] + (H,), dt) if y is None else y
+    h_n = np.empty((B, H), dt) if h_n is None else h_n
+    forward_kernel(x.reshape(-1, I), w_ih, w_hh, b, lengths, h0, y, time_major, h_n,
+                   np.empty((2, B, H), dt), np.empty((B, H), dt))
+    return y, h_n
+
+
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major, out=None):
+    """BPTT of :func:`rnn_forward` (``rnn_cpu.rnn_backward``'s signature; every argument given,
+    C-contiguous). ``out``: optional ``(dx, dh0, dw_ih, dw_hh, db)``, dx None to skip it.
+    Returns ``(dx, dh0, dw_ih, dw_hh, db)``."""
+    H, I = w_ih.shape
+    B = h0.shape[0]
+    dt = x.dtype
+    if out is None:
+        out = (np.empty_like(x), np.empty((B, H), dt), np.empty((H, I), dt),
+               np.empty((H, H), dt), np.empty(H, dt))
+    dx, dh0, dw_ih, dw_hh, db = out
+    backward_kernel(dy, dh_n, x.reshape(-1, I), h0, w_ih, w_hh, y, lengths, time_major,
+                    np.empty((0, I), dt) if dx is None else dx.reshape(-1, I), dh0, dw_ih,
+                    dw_hh, db, np.empty(y.shape, dt), np.empty(y.shape, dt),
+                    *(np.empty((B, H), dt) for _ in range(3)))
+    return dx, dh0, dw_ih, dw_hh, db
