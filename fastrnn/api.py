@@ -127,6 +127,67 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, *, backend
     return _pick_backend(x, backend).rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
 
 
+def _step_ready(x, h, w_ih, w_hh, b) -> bool:
+    """Whether one step's arguments are NumPy arrays that the CPU kernel takes as they are
+    (one float dtype, C-contiguous, consistent shapes): the streaming fast path's whole check,
+    ~1 us; anything else goes through the full checks, which name what is wrong."""
+    t = np.ndarray
+    if not (type(x) is t and type(h) is t and type(w_ih) is t and type(w_hh) is t
+            and type(b) is t and x.ndim == 2 and h.ndim == 2):
+        return False
+    dt = x.dtype
+    (B, I), H = x.shape, h.shape[1]
+    return (dt in check.FLOAT_DTYPES and h.dtype == dt and w_ih.dtype == dt
+            and w_hh.dtype == dt and b.dtype == dt and B >= 1 and I >= 1 and H >= 1
+            and h.shape[0] == B and w_hh.shape == (H, H) and w_ih.shape == (H, I)
+            and b.shape == (H,) and x.flags.c_contiguous and h.flags.c_contiguous
+            and w_ih.flags.c_contiguous and w_hh.flags.c_contiguous and b.flags.c_contiguous)
+
+
+def fast_step(x, h, w_ih, w_hh, b):
+    """:func:`rnn_step` on the CPU when its fast path takes these arguments, else None."""
+    return get_backend("cpu").rnn_step(x, h, w_ih, w_hh, b) if _step_ready(x, h, w_ih, w_hh,
+                                                                             b) else None
+
+
+def rnn_step(x, h, w_ih, w_hh, b, *, backend=None):
+    """One step of one layer, for online use (a stream of frames): state in, state out.
+
+    ``h_new = tanh(W_ih x + W_hh h + b)``, forward only. On NumPy arrays of one dtype, already
+    C-contiguous, the call costs a few microseconds: its checks are a handful of comparisons and
+    the CPU backend runs one Numba call (BLAS products, ``kernels/rnn_gemm.py``).
+
+    Parameters
+    ----------
+    x : array [B,I], float32 or float64 (NumPy: CPU; CuPy: GPU)
+    h : array [B,H] or None
+        The state before the step; None means zeros.
+    w_ih : array [H,I]    w_hh : array [H,H]    b : array [H]
+    backend : as in :func:`rnn_forward`
+
+    Returns
+    -------
+    h_new : array [B,H] (a new array; also the step's output)
+    """
+    h_new = fast_step(x, h, w_ih, w_hh, b) if backend is None else None
+    if h_new is not None:
+        return h_new
+    xp = _xp(x)
+    x2 = check.array("x", x, xp, 2, contiguous=False)
+    if 0 in x2.shape:
+        check.fail("x", "shape [B,I] with B >= 1 and I >= 1", f"shape {tuple(x2.shape)}")
+    if h is not None:  # checked here so that errors name it h, not rnn_forward's h0
+        h = check.array("h", h, xp, 2, x2.dtype, contiguous=False)
+        w_hh = check.array("w_hh", w_hh, xp, 2, x2.dtype, contiguous=False)
+        check.shape("h", h, (x2.shape[0], w_hh.shape[0]), "[B,H]")
+    x3, h, w_ih, w_hh, b, lengths, _ = _check_layer(x2[:, None, :], h, w_ih, w_hh, b, None,
+                                                    False)
+    chosen = _pick_backend(x3, backend)
+    if chosen.rnn_step is not None:
+        return chosen.rnn_step(xp.ascontiguousarray(x2), h, w_ih, w_hh, b)
+    return chosen.rnn_forward(x3, h, w_ih, w_hh, b, lengths, False)[1]
+
+
 def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False, *,
                  backend=None):
     """BPTT of :func:`rnn_forward`, given upstream gradients on every output and the final state.

@@ -1,5 +1,6 @@
 """The GEMM strategy for one tanh RNN layer on the CPU: BLAS for every matrix product, Numba for
-the recurrence's element-wise work. The strategy of the large shapes (``strategy.py`` picks it).
+the recurrence's element-wise work: the strategy of large hidden sizes and of batch 1
+(``fastrnn/backends/cpu.py``'s ``choose`` picks it).
 
 What it computes is ``rnn_cpu``'s math (``fastrnn/reference.py``, same positional signature):
 
@@ -14,10 +15,13 @@ Shapes: x [B,T,I] or, with ``time_major``, [T,B,I], C-contiguous (as the API han
 h0, dh_n [B,H]; w_ih [H,I]; w_hh [H,H]; b [H]; lengths [B] int32; y, dy, dz like x with last
 axis H. The GEMMs over all steps read the arrays flat ([T*B, .] rows, in either layout: row
 order is the same on both sides of each product), so nothing is transposed or padded. The loop
-kernels see time-major views ([T,B,H], A-layout) and call BLAS (``np.dot``: SciPy's BLAS, which
+kernels take the layout as a flag and read each (step, row) as a C-contiguous [H] row
+(``_row``), so the element-wise loops vectorise; they call BLAS (``np.dot``: SciPy's BLAS, which
 Numba needs for it) on C-contiguous [B,H] state buffers.
 
-Launch: one Numba call per layer and direction (the step loop runs inside it), plus NumPy GEMMs.
+Launch: one Numba call per layer and direction (the step loop runs inside it, GEMMs too), and
+one per step of :func:`rnn_step` (online use: state in, state out; every CPU backend call of
+``fastrnn.rnn_step`` runs it, whatever the shape: one step has no recurrence to fuse).
 Threads: BLAS's own (OpenBLAS: all cores); the element-wise work is serial. Bits: the same
 inputs and thread count give the same bits (BLAS splits the output, not the sums, among threads
 for these shapes, and nothing here depends on timing); across thread counts it is BLAS's choice,
@@ -27,7 +31,8 @@ tanh: ``rnn_cpu._tanh`` (the same rational float32 tanh as the fused kernels; ``
 float64), inlined into a plain loop that LLVM's loop vectoriser vectorises (these kernels use
 Numba's default pipeline, not ``_numba_env.VectorizingCompiler``).
 
-Check: ``pytest tests/test_kernels_cpu.py -k gemm``. Time: ``pytest bench/ --benchmark-only``.
+Check: ``pytest tests/test_kernels_cpu.py -k gemm tests/test_step.py``.
+Time: ``pytest bench/ --benchmark-only`` (the shape grid, the stream step).
 """
 
 from __future__ import annotations
@@ -72,6 +77,19 @@ def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw)
                     yr[j] = 0
                     nr[j] = cr[j]
     h_n[:] = hbuf[T & 1]
+
+
+@njit(**OPTIONS)
+def step_kernel(x, h, w_ih, w_hh, b, out):
+    """One step of every row, for online use: ``out = tanh(x W_ih^T + h W_hh^T + b)``.
+    x [B,I], h [B,H] in; out [B,H] out (all C-contiguous; out may be h)."""
+    hw = np.empty_like(out)  # here, not an argument: ~0.2 us less per call
+    np.dot(h, w_hh.T, hw)
+    np.dot(x, w_ih.T, out)
+    for r in range(out.shape[0]):
+        o, a = out[r], hw[r]
+        for j in range(o.shape[0]):
+            o[j] = _tanh(o[j] + a[j] + b[j])
 
 
 @njit(**OPTIONS)
@@ -125,6 +143,13 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, y=None, h_n=None):
     forward_kernel(x.reshape(-1, I), w_ih, w_hh, b, lengths, h0, y, time_major, h_n,
                    np.empty((2, B, H), dt), np.empty((B, H), dt))
     return y, h_n
+
+
+def rnn_step(x, h, w_ih, w_hh, b, out=None):
+    """One step (:func:`step_kernel`); returns the new state ``[B,H]`` (``out`` if given)."""
+    out = np.empty(h.shape, h.dtype) if out is None else out
+    step_kernel(x, h, w_ih, w_hh, b, out)
+    return out
 
 
 def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major, out=None):

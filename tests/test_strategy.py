@@ -73,11 +73,10 @@ def _entry_points():
         y, _ = fastrnn.rnn_forward(x, None, w_ih, w_hh, b)
         fastrnn.rnn_backward(np.ones_like(y), None, x, None, w_ih, w_hh, y)
 
-    def cell():
+    def cells():  # a sequence through a cell (one step, cell(x, h), runs rnn_step: no strategy)
         from fastrnn.cells import BasicRNNCell
 
-        c = BasicRNNCell(6, seed=0)
-        c(x[:, 0], c.zero_state(4))
+        fastrnn.dynamic_rnn(BasicRNNCell(6, seed=0), x)
 
     def torch_rnn():
         torch = pytest.importorskip("torch")
@@ -90,7 +89,7 @@ def _entry_points():
         model = fastrnn.RNNClassifier(5, 6, 1, 3, seed=0)
         model.train_step(x, np.array([0, 1, 2, 0]))
 
-    return {"functional": functional, "cell": cell, "torch.RNN": torch_rnn,
+    return {"functional": functional, "cells": cells, "torch.RNN": torch_rnn,
             "classifier": classifier}
 
 

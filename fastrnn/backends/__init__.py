@@ -6,6 +6,7 @@ validated (dtype float32 or float64 throughout, C-contiguous in the layout given
 
 ``rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major) -> (y, h_n)``
 ``rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major) -> (dx, dh0, dw_ih, dw_hh, db)``
+``rnn_step(x [B,I], h [B,H], w_ih, w_hh, b) -> h_new [B,H]`` (optional; one step, forward only)
 ``classifier(spec: ModelSpec) -> ClassifierKernels`` with, on flat buffers laid out by
 :mod:`fastrnn.params`:
     ``train_step(params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm)
@@ -45,6 +46,7 @@ class Backend:
     rnn_forward: Callable
     rnn_backward: Callable
     classifier: Callable  # ModelSpec -> object with train_step / evaluate / predict
+    rnn_step: Callable | None = None  # (x, h, w_ih, w_hh, b) -> h_new; None: rnn_forward, T=1
 
 #: device name -> module defining ``BACKEND``
 _MODULES = {

@@ -124,4 +124,4 @@ class _CpuClassifier:
         return self._step(x).predict(params, x)
 
 
-BACKEND = Backend("cpu", rnn_forward, rnn_backward, _CpuClassifier)
+BACKEND = Backend("cpu", rnn_forward, rnn_backward, _CpuClassifier, rnn_gemm.rnn_step)
