@@ -18,23 +18,25 @@ cpu = pytest.importorskip("fastrnn.backends.cpu")
 from fastrnn.kernels import rnn_cpu, rnn_gemm, train_cpu, train_gemm  # noqa: E402
 
 
-def test_choice_per_shape_and_vector_width(monkeypatch):
+@pytest.mark.parametrize("train", [False, True], ids=["forward", "training"])
+def test_choice_per_shape_and_vector_width(train, monkeypatch):
     monkeypatch.delenv(cpu.STRATEGY_ENV, raising=False)
-    crossover = cpu.CROSSOVER_H[cpu.vector_bits()]
-    assert cpu.choose(128, 31) == "fused"  # the showcase
-    assert cpu.choose(64, crossover) == cpu.choose(256, crossover) == "gemm"
-    assert cpu.choose(64, crossover - 1) == "fused"
+    crossover = cpu.CROSSOVER_H[cpu.vector_bits()][train]
+    assert cpu.choose(128, 31, train) == "fused"  # the showcase
+    assert cpu.choose(64, crossover, train) == cpu.choose(256, crossover, train) == "gemm"
+    assert cpu.choose(64, crossover - 1, train) == "fused"
     # a batch of 1 fills one of the fused kernels' 8 rows: GEMM from an eighth of the crossover
-    assert cpu.choose(1, crossover // 8) == "gemm"
-    assert cpu.choose(1, crossover // 8 - 1) == "fused"
-    assert cpu.choose(4, crossover // 2) == "gemm"  # half of 8 rows
-    assert cpu.choose(4, crossover // 2 - 1) == cpu.choose(8, crossover // 2) == "fused"
+    assert cpu.choose(1, crossover // 8, train) == "gemm"
+    assert cpu.choose(1, crossover // 8 - 1, train) == "fused"
+    assert cpu.choose(4, crossover // 2, train) == "gemm"  # half of 8 rows
+    assert cpu.choose(4, crossover // 2 - 1, train) == cpu.choose(8, crossover // 2,
+                                                                   train) == "fused"
 
 
 @pytest.mark.parametrize("forced", ["fused", "gemm"])
 def test_override(forced, monkeypatch):
     monkeypatch.setenv(cpu.STRATEGY_ENV, forced)
-    assert cpu.choose(128, 31) == cpu.choose(1, 1024) == forced
+    assert cpu.choose(128, 31, True) == cpu.choose(1, 1024, False) == forced
 
 
 def test_override_refused_with_a_clear_message(monkeypatch):

@@ -36,11 +36,12 @@ from fastrnn.params import ModelSpec
 #: the environment variable that forces a strategy, and its values
 STRATEGY_ENV = "FASTRNN_CPU_STRATEGY"
 STRATEGIES = ("auto", "fused", "gemm")
-#: per vector width (bits) of the compile target: the hidden size from which the GEMM strategy
-#: runs a training step faster than the fused one at batches of a multiple of 8 rows (measured
-#: with ``python bench/crossover.py``; README, "CPU strategies"). 128 bits (SSE, NEON) is not
-#: measured: the fused kernels' 32-lane accumulators fit those registers worst, so it is lowest.
-CROSSOVER_H = {512: 1024, 256: 512, 128: 128}
+#: per vector width (bits) of the compile target: the hidden sizes from which the GEMM strategy
+#: runs (inference: a forward alone, training: a forward and its backward) faster than the fused
+#: one at batches of a multiple of 8 rows, with the machine's own BLAS (``python
+#: bench/crossover.py``; README, "CPU strategies"). 128 bits (SSE, NEON) is not measured: the
+#: fused kernels' 32-lane accumulators fit those registers worst, so it is lowest.
+CROSSOVER_H = {512: (1024, 512), 256: (256, 256), 128: (128, 128)}
 
 
 @cache
@@ -57,13 +58,15 @@ def vector_bits() -> int:
     return 512 if "zmm" in asm else 256 if "ymm" in asm else 128
 
 
-def choose(batch: int, hidden: int) -> str:
-    """``"fused"`` or ``"gemm"`` for a layer or classifier of this batch and hidden size.
+def choose(batch: int, hidden: int, train: bool) -> str:
+    """``"fused"`` or ``"gemm"`` for a layer or classifier of this batch and hidden size, for a
+    forward alone (``train=False``) or a forward and its backward (``train=True``: a backward,
+    a training step).
 
-    ``FASTRNN_CPU_STRATEGY`` if set to one of them; else a cost model with one measured
-    parameter per vector width: the fused kernels compute every row of their 8-row blocks (a
+    ``FASTRNN_CPU_STRATEGY`` if set to one of them; else a cost model with two measured
+    parameters per vector width: the fused kernels compute every row of their 8-row blocks (a
     batch of 1 costs as much as one of 8), GEMMs only the batch's rows, so GEMM wins from
-    ``CROSSOVER_H[bits] * batch / (batch rounded up to 8 rows)`` on (at batch 1, an eighth of it).
+    ``CROSSOVER_H[bits][train] * batch / (batch rounded up to 8)`` on (at batch 1, an eighth).
     """
     asked = os.environ.get(STRATEGY_ENV, "auto")
     if asked not in STRATEGIES:
@@ -71,18 +74,18 @@ def choose(batch: int, hidden: int) -> str:
     if asked != "auto":
         return asked
     rows = -(-batch // rnn_cpu.ROWS) * rnn_cpu.ROWS  # what the fused kernels compute
-    return "gemm" if hidden * rows >= CROSSOVER_H[vector_bits()] * batch else "fused"
+    return "gemm" if hidden * rows >= CROSSOVER_H[vector_bits()][train] * batch else "fused"
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
     B = h0.shape[0]
-    kernels = rnn_gemm if choose(B, w_hh.shape[0]) == "gemm" else rnn_cpu
+    kernels = rnn_gemm if choose(B, w_hh.shape[0], False) == "gemm" else rnn_cpu
     return kernels.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
 
 
 def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
     B = h0.shape[0]
-    kernels = rnn_gemm if choose(B, w_hh.shape[0]) == "gemm" else rnn_cpu
+    kernels = rnn_gemm if choose(B, w_hh.shape[0], True) == "gemm" else rnn_cpu
     return kernels.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
 
 
@@ -101,11 +104,11 @@ class _CpuClassifier:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self._layout, self._out = _layout(spec)
-        self._steps: ShapeCache[train_cpu.ClassifierStep] = ShapeCache()
+        self._steps: ShapeCache = ShapeCache()  # train_cpu's or train_gemm's ClassifierStep
 
-    def _step(self, x):
+    def _step(self, x, train: bool):
         s = self.spec
-        strategy = choose(x.shape[0], s.hidden_size)
+        strategy = choose(x.shape[0], s.hidden_size, train)
         step = train_gemm.ClassifierStep if strategy == "gemm" else train_cpu.ClassifierStep
         return self._steps.get(
             (x.shape[0], x.shape[1], x.dtype.str, strategy),
@@ -114,14 +117,14 @@ class _CpuClassifier:
 
     def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
         # the norm, the finiteness check and the clipping happen inside the one fused call
-        return self._step(x).train_step(params, m, v, step, x, labels, lr, beta1, beta2, eps,
-                                        clip_norm)
+        return self._step(x, True).train_step(params, m, v, step, x, labels, lr, beta1, beta2,
+                                              eps, clip_norm)
 
     def evaluate(self, params, x, labels):
-        return self._step(x).evaluate(params, x, labels)
+        return self._step(x, False).evaluate(params, x, labels)
 
     def predict(self, params, x):
-        return self._step(x).predict(params, x)
+        return self._step(x, False).predict(params, x)
 
 
 BACKEND = Backend("cpu", rnn_forward, rnn_backward, _CpuClassifier, rnn_gemm.rnn_step)
