@@ -184,7 +184,7 @@ def rnn_step(x, h, w_ih, w_hh, b, *, backend=None):
                                                     False)
     chosen = _pick_backend(x3, backend)
     if chosen.rnn_step is not None:
-        return chosen.rnn_step(xp.ascontiguousarray(x2), h, w_ih, w_hh, b)
+        return chosen.rnn_step(x3[:, 0], h, w_ih, w_hh, b)  # x3: a C-contiguous [B,1,I]
     return chosen.rnn_forward(x3, h, w_ih, w_hh, b, lengths, False)[1]
 
 

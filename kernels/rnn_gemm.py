@@ -132,39 +132,34 @@ def backward_kernel(dy, dh_n, x2, h0, w_ih, w_hh, y, lengths, time_major, dx2, d
         db += dz2[n]
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, y=None, h_n=None):
-    """One layer forward (``rnn_cpu.rnn_forward``'s signature; every argument given, C-contiguous).
-    Returns ``y`` (layout of x) and ``h_n [B,H]``."""
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+    """One layer forward (``rnn_cpu.rnn_forward``'s positional signature; every argument given,
+    C-contiguous). Returns ``y`` (layout of x) and ``h_n [B,H]``."""
     H, I = w_ih.shape
     B = h0.shape[0]
     dt = x.dtype
-    y = np.empty(x.shape[:2] + (H,), dt) if y is None else y
-    h_n = np.empty((B, H), dt) if h_n is None else h_n
+    y, h_n = np.empty(x.shape[:2] + (H,), dt), np.empty((B, H), dt)
     forward_kernel(x.reshape(-1, I), w_ih, w_hh, b, lengths, h0, y, time_major, h_n,
                    np.empty((2, B, H), dt), np.empty((B, H), dt))
     return y, h_n
 
 
-def rnn_step(x, h, w_ih, w_hh, b, out=None):
-    """One step (:func:`step_kernel`); returns the new state ``[B,H]`` (``out`` if given)."""
-    out = np.empty(h.shape, h.dtype) if out is None else out
+def rnn_step(x, h, w_ih, w_hh, b):
+    """One step (:func:`step_kernel`); returns the new state ``[B,H]`` (a new array)."""
+    out = np.empty(h.shape, h.dtype)
     step_kernel(x, h, w_ih, w_hh, b, out)
     return out
 
 
-def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major, out=None):
-    """BPTT of :func:`rnn_forward` (``rnn_cpu.rnn_backward``'s signature; every argument given,
-    C-contiguous). ``out``: optional ``(dx, dh0, dw_ih, dw_hh, db)``, dx None to skip it.
-    Returns ``(dx, dh0, dw_ih, dw_hh, db)``."""
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+    """BPTT of :func:`rnn_forward` (``rnn_cpu.rnn_backward``'s positional signature; every
+    argument given, C-contiguous). Returns ``(dx, dh0, dw_ih, dw_hh, db)``."""
     H, I = w_ih.shape
     B = h0.shape[0]
     dt = x.dtype
-    if out is None:
-        out = (np.empty_like(x), np.empty((B, H), dt), np.empty((H, I), dt),
-               np.empty((H, H), dt), np.empty(H, dt))
-    dx, dh0, dw_ih, dw_hh, db = out
+    dx, dh0, dw_ih, dw_hh, db = (np.empty_like(x), np.empty((B, H), dt), np.empty((H, I), dt),
+                                 np.empty((H, H), dt), np.empty(H, dt))
     backward_kernel(dy, dh_n, x.reshape(-1, I), h0, w_ih, w_hh, y, lengths, time_major,
-                    np.empty((0, I), dt) if dx is None else dx.reshape(-1, I), dh0, dw_ih,
-                    dw_hh, db, np.empty(y.shape, dt), np.empty(y.shape, dt),
-                    *(np.empty((B, H), dt) for _ in range(3)))
+                    dx.reshape(-1, I), dh0, dw_ih, dw_hh, db, np.empty(y.shape, dt),
+                    np.empty(y.shape, dt), *(np.empty((B, H), dt) for _ in range(3)))
     return dx, dh0, dw_ih, dw_hh, db

@@ -14,9 +14,9 @@ Arrays arrive validated (see :mod:`fastrnn.backends`). On the fused strategy a c
 training step, evaluate and predict are each one Numba call (``train_cpu.step_kernel``). Kernels
 compile on first use for each dtype (one layout each; cached on disk; see
 ``kernels/_numba_env.py`` for the Numba settings and the threading layer: OpenMP, with a serial
-fallback in forked children). Results are bitwise
-reproducible run to run on both strategies; the fused one also for any number of threads and in
-a forked child (the GEMM one leaves the split of its products among threads to BLAS).
+fallback in forked children). Results are bitwise reproducible run to run on both strategies; the
+fused one also for any number of threads and in a forked child (the GEMM one leaves the split of
+its products among threads to BLAS).
 A step whose loss or gradient norm is not finite leaves params, m and v untouched.
 """
 
