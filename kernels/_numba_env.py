@@ -3,8 +3,8 @@
 Vectoriser switches, scoped to fastrnn's own functions
 ------------------------------------------------------
 The kernels keep their accumulators in registers as tuples of 8 lanes (see ``rnn_cpu.py``); only
-LLVM's SLP vectoriser turns those into vector FMAs (two 8-tuples fuse into one zmm on AVX-512
-hosts: Numba compiles for the host CPU), and Numba leaves it off by default
+LLVM's SLP vectoriser turns those into vector FMAs (two 8-tuples fuse into one zmm on AVX-512,
+one is one ymm on AVX2: Numba compiles for the host CPU), and Numba leaves it off by default
 (``NUMBA_SLP_VECTORIZE=0``). With it on and the loop vectoriser off (it picks the wrong loop here)
 the micro-kernel runs ~4.5x faster (``python -m fastrnn.kernels._numba_env``). Every function
 that holds such tuple code must itself be compiled with this pipeline: calls between Numba

@@ -22,12 +22,16 @@ read and written as whole 32-lane blocks (padding lanes stay 0: tanh(0) = 0). Th
 between the user's layout and these buffers (the fused training step in ``train_cpu`` needs no
 copy). Weights arrive pre-transposed and zero-padded (``pad_forward``, ``pad_backward``).
 
-Register blocking (AVX-512, Zen 4/5: 32 zmm, FMA latency 4, 2 FMA pipes): a 32-lane accumulator
-is four 8-tuples that LLVM's SLP vectoriser turns into two zmm; ``ROWS`` = 8 batch rows share each
-loaded weight row (16 independent FMA chains, twice what 2 pipes x 4 cycles need). The weight
-gradients take 8 features per pass over dz (16 accumulators: each dz load feeds 16 FMAs). Napkin
-math, showcase forward: 128*28*(28+31)*32*2 = 13.5 MFLOP per layer;
-~0.11 ms on one core (~120 GFLOP/s), of which the tanh is ~0.03 ms.
+Register tile, per compile target (``LANES``, ``ROWS``; chosen at import from the vector width
+Numba compiles for, see the comment at ``LANES``): every product runs as tiles of ROWS rows x
+LANES lanes, ROWS rows sharing each loaded weight vector, each lane's accumulator a tuple of
+8-lane tuples that LLVM's SLP vectoriser turns into vector registers. AVX-512 (Zen 4/5: 32 zmm,
+FMA latency 4, 2 pipes): 8 rows x 32 lanes = 16 zmm, 16 independent FMA chains. AVX2 (16 ymm,
+no broadcast operand): 4 rows x 16 lanes = 8 ymm, 0.75 loads per FMA. Anything else (SSE, NEON):
+the AVX2 tile, untuned. The weight gradients take ROWS features per pass over dz. Each lane sums
+in the same order on every tile, so every target computes the same bits. Napkin math, showcase
+forward: 128*28*(28+31)*32*2 = 13.5 MFLOP per layer; ~0.11 ms on one core (~120 GFLOP/s), of
+which the tanh is ~0.03 ms.
 
 Parallel launch: ``prange`` over chunks of ``chunk_rows(B)`` batch rows (a quarter of the batch,
 8 to 32 rows: 32 for the showcase); each chunk runs its rows
@@ -43,10 +47,13 @@ gradient checks need float64 to match the reference to ~1e-15). No ``fastmath`` 
 contraction (see ``_numba_env``): reassociation would make results depend on vector width.
 
 Compile time: Numba's IR inlining (``inline="always"``) is slow, so only the flat per-lane helpers
-are inlined; block-sized helpers (``_tanh_rows``, ``_vecmat8``, ``_group``, ``_dz32``) are called.
+are inlined; block-sized helpers (``_tanh_rows``, ``_vecmat``, ``_group``, ``_dz_at``,
+``_store_rows``) are called.
 Calls between Numba functions are not inlined by LLVM.
 
-Check: ``pytest tests/test_kernels_cpu.py`` (also with ``NUMBA_BOUNDSCHECK=1``).
+Check: ``pytest tests/test_kernels_cpu.py`` (also with ``NUMBA_BOUNDSCHECK=1``; the AVX2 tile on
+an AVX-512 machine: ``NUMBA_CPU_NAME=znver3 NUMBA_CPU_FEATURES=``, the generic one:
+``NUMBA_CPU_NAME=generic``).
 Time: ``pytest bench/ --benchmark-only -k mnist`` (the fused step); compile:
 ``NUMBA_CACHE_DIR=$(mktemp -d) python -c "import fastrnn, numpy as np; fastrnn.RNNClassifier(28, 31,
 1, 10).train_step(np.zeros((128, 28, 28), np.float32), np.zeros(128, int))"``.
@@ -57,19 +64,16 @@ from __future__ import annotations
 import functools
 import math
 
+import llvmlite.binding as ll
 import numpy as np
 from numba import njit, prange, typeof, types
 from numba.extending import overload
 
 from ._numba_env import JIT_OPTIONS, ParallelKernel
 
-#: lanes per accumulator block; hidden and input widths are padded to a multiple of it
+#: hidden and input widths are padded to a multiple of this many lanes (every variant's
+#: :data:`LANES` divides it, so buffers and results do not depend on the compile target)
 BLOCK = 32
-#: batch rows that share each loaded weight row (8 rows x 2 zmm = 16 of AVX-512's 32 registers as
-#: accumulators: 16 independent FMA chains, twice what 2 pipes x 4 cycles latency need, so loads
-#: and index arithmetic no longer stall them; 4 rows were 5% slower on the whole showcase step,
-#: 14% on the forward alone, and 2 rows latency-bound)
-ROWS = 8
 #: most batch rows per parallel chunk (:func:`chunk_rows` picks the size from the batch alone, so
 #: reductions do not depend on the thread count)
 CHUNK = 32
@@ -134,17 +138,48 @@ def _tanh_overload(x):
 
 
 # ---------------------------------------------------------------------------------------------
-# 32-lane register blocks: four 8-tuples, vectorised by SLP
+# register blocks, sized per target: ROWS rows x LANES lanes (tuples of 8-lane tuples, SLP)
 
-# The per-lane helpers are written flat (32 lanes in one expression, no nested helper calls) and
+
+@functools.cache
+def vector_bits() -> int:
+    """Widest vector registers of the CPU Numba compiles for (the host, or ``NUMBA_CPU_NAME`` /
+    ``NUMBA_CPU_FEATURES``): 512 (AVX-512), 256 (AVX2) or 128 (SSE, NEON), asked of LLVM by
+    compiling one 16-float add with Numba's own target machine."""
+    from numba.core.registry import cpu_target
+
+    ir = ("define void @f(<16 x float>* %p) {\n  %v = load <16 x float>, <16 x float>* %p\n"
+          "  %w = fadd <16 x float> %v, %v\n  store <16 x float> %w, <16 x float>* %p\n"
+          "  ret void\n}")
+    asm = cpu_target.target_context.codegen()._tm.emit_assembly(ll.parse_assembly(ir))
+    return 512 if "zmm" in asm else 256 if "ymm" in asm else 128
+
+
+#: The register tile of every product: ``ROWS`` rows (batch rows, or features in the weight
+#: gradients) share each loaded weight vector of ``LANES`` lanes, in ``ROWS x LANES / width``
+#: accumulators. Each FMA also needs its row's value broadcast; AVX2 has no broadcast operand,
+#: so there a broadcast is a load of its own, and the loads bound the loop.
+#: AVX-512 (32 zmm): 8 rows x 32 lanes = 16 zmm accumulators, 16 independent FMA chains (twice
+#: what 2 pipes x 4 cycles latency need); 4 rows were 5-14% slower there.
+#: AVX2 (16 ymm): 4 rows x 16 lanes = 8 ymm accumulators (the chains 2 pipes x 4 cycles need),
+#: 0.75 loads per FMA, registers left for the weights: forward 79-83 GFLOP/s on one Zen 5 core
+#: built for znver3, against 60-64 for 8 x 32 (32 ymm accumulators: spilled), ~69 for 8 x 8
+#: (1.1 loads per FMA) and ~60-85 for 6 x 16 (the same at B = 64, a third of a block wasted at
+#: B = 16). 128-bit (SSE, NEON): untuned, the AVX2 tile.
+#: Each output lane's sum runs in the same order whatever the tile: results have the same bits.
+LANES, ROWS = (32, 8) if vector_bits() == 512 else (16, 4)
+
+# The per-lane helpers are written flat (all lanes in one expression, no nested helper calls) and
 # inlined at Numba-IR level (``inline="always"``): Numba's IR inlining is slow to compile, so one
 # inlining per use rather than five keeps the cold compile short; calls to Numba functions are
 # not inlined by LLVM, so the block-sized helpers below them are ordinary (called) functions.
-# Each takes a 32-lane view ``v = w[o:o + 32]`` sliced once by the caller (a slice costs a bounds
-# clamp and a branch), and SLP fuses the 32 lanes into two zmm (AVX-512) or four ymm operations.
+# Each takes a view ``v = w[o:o + LANES]`` sliced once by the caller (a slice costs a bounds
+# clamp and a branch). A block is ``LANES // 8`` 8-tuples, a tile ``ROWS`` blocks. Helper ``x``
+# comes as ``x_32``/``x_16`` (lanes) or ``x_8``/``x_4`` (rows); ``x`` names this target's.
+
 
 @njit(inline="always")
-def _fmav(a, s, v):
+def _fmav_32(a, s, v):
     """``a + s * v[:32]``."""
     a0, a1, a2, a3 = a
     return ((a0[0] + s * v[0], a0[1] + s * v[1], a0[2] + s * v[2], a0[3] + s * v[3],
@@ -158,74 +193,47 @@ def _fmav(a, s, v):
 
 
 @njit(inline="always")
-def _fma32(a, s, w, o):
-    """``a + s * w[o:o+32]``."""
-    return _fmav(a, s, w[o:o + 32])
+def _fmav_16(a, s, v):
+    """``a + s * v[:16]``."""
+    a0, a1 = a
+    return ((a0[0] + s * v[0], a0[1] + s * v[1], a0[2] + s * v[2], a0[3] + s * v[3],
+             a0[4] + s * v[4], a0[5] + s * v[5], a0[6] + s * v[6], a0[7] + s * v[7]),
+            (a1[0] + s * v[8], a1[1] + s * v[9], a1[2] + s * v[10], a1[3] + s * v[11],
+             a1[4] + s * v[12], a1[5] + s * v[13], a1[6] + s * v[14], a1[7] + s * v[15]))
 
 
 @njit(inline="always")
-def _loadv(v):
-    return ((v[0], v[1], v[2], v[3],
-             v[4], v[5], v[6], v[7]),
-            (v[8], v[9], v[10], v[11],
-             v[12], v[13], v[14], v[15]),
-            (v[16], v[17], v[18], v[19],
-             v[20], v[21], v[22], v[23]),
-            (v[24], v[25], v[26], v[27],
-             v[28], v[29], v[30], v[31]))
+def _loadv_32(v):
+    return ((v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]),
+            (v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]),
+            (v[16], v[17], v[18], v[19], v[20], v[21], v[22], v[23]),
+            (v[24], v[25], v[26], v[27], v[28], v[29], v[30], v[31]))
 
 
 @njit(inline="always")
-def _load32(w, o):
-    return _loadv(w[o:o + 32])
+def _loadv_16(v):
+    return ((v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]),
+            (v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]))
 
 
 @njit(inline="always")
-def _zero32(w):
-    z = w.dtype.type(0)
-    a = (z, z, z, z, z, z, z, z)
-    return (a, a, a, a)
-
-
-@njit(inline="always")
-def _tanh8(a):
-    return (_tanh(a[0]), _tanh(a[1]), _tanh(a[2]), _tanh(a[3]),
-            _tanh(a[4]), _tanh(a[5]), _tanh(a[6]), _tanh(a[7]))
-
-
-@njit(**JIT_OPTIONS)
-def _tanh_rows(yt, nxt, lo, hi, j0):
-    """``yt[b, j0:j0+32] = nxt[b, j0:j0+32] = tanh(yt[b, j0:j0+32])`` for rows ``lo:hi``.
-    Called, not inlined (32 inlined tanh per use would cost seconds of compile each), once per
-    row group: one call per row cost ~15% of the forward."""
-    for b in range(lo, hi):
-        a = _load32(yt[b], j0)
-        a = (_tanh8(a[0]), _tanh8(a[1]), _tanh8(a[2]), _tanh8(a[3]))
-        _store32(yt[b], j0, a)
-        _store32(nxt[b], j0, a)
-
-
-@njit(inline="always")
-def _storev(v, a):
+def _storev_32(v, a):
     a0, a1, a2, a3 = a
-    v[0], v[1], v[2], v[3] = a0[0], a0[1], a0[2], a0[3]
-    v[4], v[5], v[6], v[7] = a0[4], a0[5], a0[6], a0[7]
-    v[8], v[9], v[10], v[11] = a1[0], a1[1], a1[2], a1[3]
-    v[12], v[13], v[14], v[15] = a1[4], a1[5], a1[6], a1[7]
-    v[16], v[17], v[18], v[19] = a2[0], a2[1], a2[2], a2[3]
-    v[20], v[21], v[22], v[23] = a2[4], a2[5], a2[6], a2[7]
-    v[24], v[25], v[26], v[27] = a3[0], a3[1], a3[2], a3[3]
-    v[28], v[29], v[30], v[31] = a3[4], a3[5], a3[6], a3[7]
+    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = a0
+    v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15] = a1
+    v[16], v[17], v[18], v[19], v[20], v[21], v[22], v[23] = a2
+    v[24], v[25], v[26], v[27], v[28], v[29], v[30], v[31] = a3
 
 
 @njit(inline="always")
-def _store32(out, o, a):
-    """``out[o:o+32] = a`` (all loads of a block happen before its stores)."""
-    _storev(out[o:o + 32], a)
+def _storev_16(v, a):
+    a0, a1 = a
+    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = a0
+    v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15] = a1
 
 
 @njit(inline="always")
-def _addv(a, v):
+def _addv_32(a, v):
     a0, a1, a2, a3 = a
     return ((a0[0] + v[0], a0[1] + v[1], a0[2] + v[2], a0[3] + v[3],
              a0[4] + v[4], a0[5] + v[5], a0[6] + v[6], a0[7] + v[7]),
@@ -238,56 +246,28 @@ def _addv(a, v):
 
 
 @njit(inline="always")
-def _add32(a, w, o):
-    return _addv(a, w[o:o + 32])
+def _addv_16(a, v):
+    a0, a1 = a
+    return ((a0[0] + v[0], a0[1] + v[1], a0[2] + v[2], a0[3] + v[3],
+             a0[4] + v[4], a0[5] + v[5], a0[6] + v[6], a0[7] + v[7]),
+            (a1[0] + v[8], a1[1] + v[9], a1[2] + v[10], a1[3] + v[11],
+             a1[4] + v[12], a1[5] + v[13], a1[6] + v[14], a1[7] + v[15]))
 
 
 @njit(inline="always")
-def num_chunks_k(batch):
-    rows = chunk_rows(batch)
-    return (batch + rows - 1) // rows
-
-
-@njit(**JIT_OPTIONS)
-def _vecmat8(a, b0, last, m, K, out):
-    """``out[b, :NP] = a[b, :K] @ m[:K, :NP]`` for the :data:`ROWS` rows ``b0..b0+7`` (clamped to
-    ``last``: repeated rows write equal values); ``NP = out.shape[1]``, a multiple of 32,
-    ``m [>=K, >=NP]``. 16 zmm accumulators: 16 independent FMA chains."""
-    r0, r1, r2, r3 = _quad(b0, last)
-    r4, r5, r6, r7 = _quad(min(b0 + 4, last), last)
-    for n0 in range(0, out.shape[1], BLOCK):
-        acc0 = _zero32(m)
-        acc1, acc2, acc3, acc4, acc5, acc6, acc7 = acc0, acc0, acc0, acc0, acc0, acc0, acc0
-        for k in range(K):
-            w = m[k, n0:n0 + 32]
-            acc0 = _fmav(acc0, a[r0, k], w)
-            acc1 = _fmav(acc1, a[r1, k], w)
-            acc2 = _fmav(acc2, a[r2, k], w)
-            acc3 = _fmav(acc3, a[r3, k], w)
-            acc4 = _fmav(acc4, a[r4, k], w)
-            acc5 = _fmav(acc5, a[r5, k], w)
-            acc6 = _fmav(acc6, a[r6, k], w)
-            acc7 = _fmav(acc7, a[r7, k], w)
-        _store32(out[r7], n0, acc7)
-        _store32(out[r6], n0, acc6)
-        _store32(out[r5], n0, acc5)
-        _store32(out[r4], n0, acc4)
-        _store32(out[r3], n0, acc3)
-        _store32(out[r2], n0, acc2)
-        _store32(out[r1], n0, acc1)
-        _store32(out[r0], n0, acc0)
+def _tanh8(a):
+    return (_tanh(a[0]), _tanh(a[1]), _tanh(a[2]), _tanh(a[3]),
+            _tanh(a[4]), _tanh(a[5]), _tanh(a[6]), _tanh(a[7]))
 
 
 @njit(inline="always")
-def _quad(i0, last):
-    """Indices ``i0..i0+3`` clamped to ``last`` (a short last group repeats its last index)."""
-    return (i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last))
+def _tanhv_32(a):
+    return _tanh8(a[0]), _tanh8(a[1]), _tanh8(a[2]), _tanh8(a[3])
 
 
 @njit(inline="always")
-def _oct(i0, last):
-    """Indices ``i0..i0+7`` clamped to ``last`` (``i0 <= last``)."""
-    return _quad(i0, last) + _quad(min(i0 + 4, last), last)
+def _tanhv_16(a):
+    return _tanh8(a[0]), _tanh8(a[1])
 
 
 @njit(inline="always")
@@ -303,11 +283,152 @@ def _dz8(g, dy, y, o):
             (g[o + 7] + dy[o + 7]) * (one - y[o + 7] * y[o + 7]))
 
 
+@njit(inline="always")
+def _dzv_32(g, dy, y):
+    return _dz8(g, dy, y, 0), _dz8(g, dy, y, 8), _dz8(g, dy, y, 16), _dz8(g, dy, y, 24)
+
+
+@njit(inline="always")
+def _dzv_16(g, dy, y):
+    return _dz8(g, dy, y, 0), _dz8(g, dy, y, 8)
+
+
+@njit(inline="always")
+def _zerov_32(w):
+    z = w.dtype.type(0)
+    a = (z, z, z, z, z, z, z, z)
+    return a, a, a, a
+
+
+@njit(inline="always")
+def _zerov_16(w):
+    z = w.dtype.type(0)
+    a = (z, z, z, z, z, z, z, z)
+    return a, a
+
+
+# the row tile: ``r`` a tuple of ROWS row indices, ``acc`` a tuple of ROWS blocks
+
+@njit(inline="always")
+def _rows_8(i0, last):
+    """Indices ``i0..i0+7`` clamped to ``last`` (a short last group repeats its last index)."""
+    return (i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last), min(i0 + 4, last),
+            min(i0 + 5, last), min(i0 + 6, last), min(i0 + 7, last))
+
+
+@njit(inline="always")
+def _rows_4(i0, last):
+    """Indices ``i0..i0+3`` clamped to ``last``."""
+    return i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last)
+
+
+@njit(inline="always")
+def _fmar_8(acc, src, r, k, w):
+    """``acc[i] + src[r[i], k] * w`` for the 8 rows."""
+    return (_fmav(acc[0], src[r[0], k], w), _fmav(acc[1], src[r[1], k], w),
+            _fmav(acc[2], src[r[2], k], w), _fmav(acc[3], src[r[3], k], w),
+            _fmav(acc[4], src[r[4], k], w), _fmav(acc[5], src[r[5], k], w),
+            _fmav(acc[6], src[r[6], k], w), _fmav(acc[7], src[r[7], k], w))
+
+
+@njit(inline="always")
+def _fmar_4(acc, src, r, k, w):
+    """``acc[i] + src[r[i], k] * w`` for the 4 rows."""
+    return (_fmav(acc[0], src[r[0], k], w), _fmav(acc[1], src[r[1], k], w),
+            _fmav(acc[2], src[r[2], k], w), _fmav(acc[3], src[r[3], k], w))
+
+
+@njit(inline="always")
+def _splat_8(a):
+    return a, a, a, a, a, a, a, a
+
+
+@njit(inline="always")
+def _splat_4(a):
+    return a, a, a, a
+
+
+def _for_target(*variants):
+    """The variant of a helper for this target: the first for AVX-512, the second otherwise."""
+    return variants[0] if LANES == 32 else variants[1]
+
+
+_fmav = _for_target(_fmav_32, _fmav_16)
+_loadv = _for_target(_loadv_32, _loadv_16)
+_storev = _for_target(_storev_32, _storev_16)
+_addv = _for_target(_addv_32, _addv_16)
+_tanhv = _for_target(_tanhv_32, _tanhv_16)
+_dzv = _for_target(_dzv_32, _dzv_16)
+_zero = _for_target(_zerov_32, _zerov_16)  # a block of zeros of w's dtype: _zero(w)
+_rows = _for_target(_rows_8, _rows_4)
+_fmar = _for_target(_fmar_8, _fmar_4)
+_splat = _for_target(_splat_8, _splat_4)
+
+
+@njit(inline="always")
+def _fma_at(a, s, w, o):
+    """``a + s * w[o:o+LANES]``."""
+    return _fmav(a, s, w[o:o + LANES])
+
+
+@njit(inline="always")
+def _load_at(w, o):
+    return _loadv(w[o:o + LANES])
+
+
+@njit(inline="always")
+def _store_at(out, o, a):
+    """``out[o:o+LANES] = a`` (all loads of a block happen before its stores)."""
+    _storev(out[o:o + LANES], a)
+
+
+@njit(inline="always")
+def _add_at(a, w, o):
+    return _addv(a, w[o:o + LANES])
+
+
 @njit(**JIT_OPTIONS)
-def _dz32(g, dy, y, o):
-    """``(g + dy) * (1 - y*y)`` on lanes ``o:o+32``."""
-    gv, dv, yv = g[o:o + 32], dy[o:o + 32], y[o:o + 32]
-    return _dz8(gv, dv, yv, 0), _dz8(gv, dv, yv, 8), _dz8(gv, dv, yv, 16), _dz8(gv, dv, yv, 24)
+def _store_rows(out, r, o, acc):
+    """``out[r[i], o:o+LANES] = acc[i]`` for the tile's rows (repeated rows store equal values).
+    Called, not inlined: once per tile, after its K-long loop."""
+    for i in range(ROWS):
+        _store_at(out[r[i]], o, acc[i])
+
+
+@njit(**JIT_OPTIONS)
+def _tanh_rows(yt, nxt, lo, hi, j0):
+    """``yt[b, j0:j0+LANES] = nxt[b, j0:j0+LANES] = tanh(yt[b, j0:j0+LANES])`` for rows
+    ``lo:hi``. Called, not inlined (inlined tanh blocks per use would cost seconds of compile
+    each), once per row group: one call per row cost ~15% of the forward."""
+    for b in range(lo, hi):
+        a = _tanhv(_load_at(yt[b], j0))
+        _store_at(yt[b], j0, a)
+        _store_at(nxt[b], j0, a)
+
+
+@njit(**JIT_OPTIONS)
+def _dz_at(g, dy, y, o):
+    """``(g + dy) * (1 - y*y)`` on lanes ``o:o+LANES``."""
+    return _dzv(g[o:o + LANES], dy[o:o + LANES], y[o:o + LANES])
+
+
+@njit(inline="always")
+def num_chunks_k(batch):
+    rows = chunk_rows(batch)
+    return (batch + rows - 1) // rows
+
+
+@njit(**JIT_OPTIONS)
+def _vecmat(a, b0, last, m, K, out):
+    """``out[b, :NP] = a[b, :K] @ m[:K, :NP]`` for the :data:`ROWS` rows from ``b0`` (clamped to
+    ``last``: repeated rows write equal values); ``NP = out.shape[1]``, a multiple of 32,
+    ``m [>=K, >=NP]``. One register tile per LANES columns."""
+    r = _rows(b0, last)
+    for n0 in range(0, out.shape[1], LANES):
+        acc = _splat(_zero(m))
+        for k in range(K):
+            acc = _fmar(acc, a, r, k, m[k, n0:n0 + LANES])
+        _store_rows(out, r, n0, acc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,8 +458,7 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
     wih_t [>=I,HP] = W_ih^T zero-padded   whh_t [>=H,HP]   bias [HP] (zero-padded)   lengths [B]
     y [T,B,HP] out, C-contiguous, padded (padding lanes come out 0 = tanh(0))   h_n [B,H] out
     hbuf [2,B,HP] workspace (state, double-buffered). Outputs must not alias inputs.
-    Per step and group of ROWS = 8 rows: (I+H) x 16 zmm FMAs into 16 independent chains,
-    then the vector tanh.
+    Per step and tile of ROWS rows x LANES lanes: (I+H) tile FMAs, then the vector tanh.
     """
     T, _, I = x.shape
     H = h_n.shape[1]
@@ -355,40 +475,22 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
         xt = x[t]
         yt = y[t]
         for b0 in range(lo, hi, ROWS):
-            r0, r1, r2, r3 = _quad(b0, hi - 1)  # a short last group repeats its last row
-            r4, r5, r6, r7 = _quad(min(b0 + 4, hi - 1), hi - 1)
-            if (t < lengths[r0] or t < lengths[r1] or t < lengths[r2] or t < lengths[r3]
-                    or t < lengths[r4] or t < lengths[r5] or t < lengths[r6]
-                    or t < lengths[r7]):
-                for j0 in range(0, HP, BLOCK):
-                    acc0 = _load32(bias, j0)
-                    acc1, acc2, acc3, acc4, acc5, acc6, acc7 = (acc0, acc0, acc0, acc0, acc0,
-                                                                acc0, acc0)
+            r = _rows(b0, hi - 1)  # a short last tile repeats its last row
+            running = False
+            for b in range(b0, min(b0 + ROWS, hi)):
+                running = running or t < lengths[b]
+            if running:
+                for j0 in range(0, HP, LANES):
+                    acc = _splat(_load_at(bias, j0))
                     # input projection fused (its FMAs fill latency gaps), then the state; one
-                    # loop body for both (same types: A-layout sources) halves the compile. The
-                    # block is _vecmat8's, written out: a shared inline helper measured +2.5 s
-                    # of cold compile for no speed
+                    # loop body for both (same types: A-layout sources) halves the compile
                     for part in range(2):
                         src = xt if part == 0 else cur_a
                         m = wih_t if part == 0 else whh_t
                         for k in range(I if part == 0 else H):
-                            w = m[k, j0:j0 + 32]
-                            acc0 = _fmav(acc0, src[r0, k], w)
-                            acc1 = _fmav(acc1, src[r1, k], w)
-                            acc2 = _fmav(acc2, src[r2, k], w)
-                            acc3 = _fmav(acc3, src[r3, k], w)
-                            acc4 = _fmav(acc4, src[r4, k], w)
-                            acc5 = _fmav(acc5, src[r5, k], w)
-                            acc6 = _fmav(acc6, src[r6, k], w)
-                            acc7 = _fmav(acc7, src[r7, k], w)
-                    _store32(yt[r7], j0, acc7)  # pre-activations (repeated rows store equal
-                    _store32(yt[r6], j0, acc6)  # values); the tanh below runs in place, one
-                    _store32(yt[r5], j0, acc5)  # code copy for all rows (8 inlined copies
-                    _store32(yt[r4], j0, acc4)  # would cost ~16 s of compile)
-                    _store32(yt[r3], j0, acc3)
-                    _store32(yt[r2], j0, acc2)
-                    _store32(yt[r1], j0, acc1)
-                    _store32(yt[r0], j0, acc0)
+                            acc = _fmar(acc, src, r, k, m[k, j0:j0 + LANES])
+                    # pre-activations; the tanh runs in place, one code copy for all rows
+                    _store_rows(yt, r, j0, acc)
                     _tanh_rows(yt, nxt, b0, min(b0 + ROWS, hi), j0)
             for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:  # past the length: state carried, output zero
@@ -463,9 +565,9 @@ def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
     dh_n [B,H]   whh_p [H,HP] = W_hh zero-padded   y [T,B,HP] the forward's padded output
     lengths [B]   dh0 [B,H] out   dhbuf [2,B,HP], dz [T,B,HP] workspaces (dz is read by
     :func:`_dx_chunk` and :func:`_weight_grads_chunk`; 0 past a length). Outputs must not
-    alias inputs or each other. Per step and row group: the dz lanes, then H x 16 zmm FMAs into
-    16 independent chains. No flags: a runtime flag in here kept SLP from vectorising the dz
-    lanes and made the whole recurrence 3x slower.
+    alias inputs or each other. Per step and row tile: the dz lanes, then H tile FMAs. No
+    flags: a runtime flag in here kept SLP from vectorising the dz lanes and made the whole
+    recurrence 3x slower.
     """
     T = y.shape[0]
     H = dh0.shape[1]
@@ -481,8 +583,8 @@ def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
         dzt = dz[t]
         for b in range(lo, hi):
             if t < lengths[b]:
-                for j0 in range(0, HP, BLOCK):
-                    _store32(dzt[b], j0, _dz32(cur[b], dy[t, b], y[t, b], j0))
+                for j0 in range(0, HP, LANES):
+                    _store_at(dzt[b], j0, _dz_at(cur[b], dy[t, b], y[t, b], j0))
             else:
                 for j in range(HP):
                     dzt[b, j] = 0
@@ -491,7 +593,7 @@ def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
             for b in range(b0, min(b0 + ROWS, hi)):
                 running = running or t < lengths[b]
             if running:
-                _vecmat8(dzt, b0, hi - 1, whh_p, H, nxt)
+                _vecmat(dzt, b0, hi - 1, whh_p, H, nxt)
             for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:
                     for j in range(HP):
@@ -509,7 +611,7 @@ def _dx_chunk(dz, wih_p, dx, lo, hi):
     H = wih_p.shape[0]
     for t in range(dz.shape[0]):
         for b0 in range(lo, hi, ROWS):
-            _vecmat8(dz[t], b0, hi - 1, wih_p, H, dx[t])
+            _vecmat(dz[t], b0, hi - 1, wih_p, H, dx[t])
 
 
 @njit(**JIT_OPTIONS)
@@ -519,56 +621,42 @@ def _weight_grads_chunk(x, h0, y, dz, pih, phh, pb, lo, hi):
 
     x [T,B,I] any strides   h0 [B,H]   y [T,B,HP] padded forward output   dz [T,B,HP]
     pih [>=I,HP], phh [H,HP], pb [HP] out (this chunk's partials, overwritten).
-    Eight features share each pass over ``dz`` (16 zmm accumulators: one dz load feeds 16
-    FMAs). The bias is the feature "1", the last of the last group of W_hh features (with
-    H = 31 that group is exactly rows 24..30 and the bias: no extra pass over ``dz``).
+    ROWS features share each pass over ``dz`` (one dz load feeds ROWS tile FMAs); the bias
+    takes one more pass, of adds.
     """
     T, _, I = x.shape
     H = h0.shape[1]
     HP = dz.shape[2]
-    # A-layout views like x, and runtime (not literal) shift and flag: one compile of _group
-    # (literal ones compile three, +3 s, for 3% of this function's time)
+    # A-layout views like x, and a runtime (not literal) shift: one compile of _group
     h0a, ya = h0[:, :H], y[:, :, :H]
     no_shift = lo - lo
-    for j0 in range(0, HP, BLOCK):
-        for i0 in range(0, I, 8):
-            i = _oct(i0, I - 1)
-            acc = _group(x[0], x, no_shift, dz, i, no_shift > 0, j0, lo, hi)
-            for s in range(8):  # repeated indices store equal values
-                _store32(pih[i[s]], j0, acc[s])
-        # W_hh features in groups of 8; the last group is up to 7 rows plus the bias
-        for k0 in range(0, H + 1, 8):
-            k = _oct(min(k0, H - 1), H - 1)
-            bias = k0 + 8 > H
-            acc = _group(h0a, ya, no_shift + 1, dz, k, bias, j0, lo, hi)
-            for s in range(8):
-                _store32(pb if bias and s == 7 else phh[k[s]], j0, acc[s])
+    for j0 in range(0, HP, LANES):
+        for i0 in range(0, I, ROWS):
+            i = _rows(i0, I - 1)  # repeated indices store equal values
+            _store_rows(pih, i, j0, _group(x[0], x, no_shift, dz, i, j0, lo, hi))
+        for k0 in range(0, H, ROWS):
+            k = _rows(k0, H - 1)
+            _store_rows(phh, k, j0, _group(h0a, ya, no_shift + 1, dz, k, j0, lo, hi))
+        acc = _zero(dz)
+        for t in range(T):
+            for b in range(lo, hi):
+                acc = _add_at(acc, dz[t, b], j0)
+        _store_at(pb, j0, acc)
 
 
 @njit(**JIT_OPTIONS)
-def _group(first, rest, shift, dz, k, bias, j0, lo, hi):
-    """``sum_{t,b} f_t[b,k] dz[t,b,j0:j0+32]`` for the eight features ``k`` of the source
+def _group(first, rest, shift, dz, k, j0, lo, hi):
+    """``sum_{t,b} f_t[b,k] dz[t,b,j0:j0+LANES]`` for the ROWS features ``k`` of the source
     ``f_0 = first [B,>=K]``, ``f_t = rest[t - shift] [T,B,>=K]`` (x: ``first = x[0]``, shift 0;
     previous state: ``first = h0``, ``rest = y``, shift 1, since a running sequence's state at
-    t-1 is its output). With ``bias`` the eighth feature is the constant 1. Rows ``lo:hi``."""
-    k0, k1, k2, k3, k4, k5, k6, k7 = k
-    acc0 = _zero32(dz)
-    acc1, acc2, acc3, acc4, acc5, acc6, acc7 = acc0, acc0, acc0, acc0, acc0, acc0, acc0
-    one = dz.dtype.type(1)
+    t-1 is its output). Rows ``lo:hi``."""
+    acc = _splat(_zero(dz))
     for t in range(dz.shape[0]):
-        f = first if t == 0 else rest[t - shift]
+        ft = (first if t == 0 else rest[t - shift]).T
         dzt = dz[t]
         for b in range(lo, hi):
-            d = dzt[b, j0:j0 + 32]
-            acc0 = _fmav(acc0, f[b, k0], d)
-            acc1 = _fmav(acc1, f[b, k1], d)
-            acc2 = _fmav(acc2, f[b, k2], d)
-            acc3 = _fmav(acc3, f[b, k3], d)
-            acc4 = _fmav(acc4, f[b, k4], d)
-            acc5 = _fmav(acc5, f[b, k5], d)
-            acc6 = _fmav(acc6, f[b, k6], d)
-            acc7 = _fmav(acc7, one if bias else f[b, k7], d)  # k7 is a valid index either way
-    return acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7
+            acc = _fmar(acc, ft, k, b, dzt[b, j0:j0 + LANES])
+    return acc
 
 
 @njit(**JIT_OPTIONS)

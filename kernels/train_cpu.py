@@ -61,7 +61,7 @@ def _head_rows(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_grad, lo,
     wp [C,HP] = W zero-padded   b [C]   labels [B]; writes logits [B,CP] (columns >= C: 0) and, if
     ``want_grad``, dlogits [B,CP] (columns < C), dh [B,HP], and *this row range's* dw [C,HP] and
     db [C] (overwritten, not accumulated). The gradients are of the mean loss over ``B`` rows.
-    The three products run on the 32-lane blocks of ``rnn_cpu`` (scalar dot products here
+    The three products run on the register tiles of ``rnn_cpu`` (scalar dot products here
     were 15% of the whole showcase step).
     """
     B = labels.shape[0]
@@ -69,7 +69,7 @@ def _head_rows(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_grad, lo,
     HP = dh.shape[1]
     inv_b = 1.0 / B
     for b0 in range(lo, hi, rnn_cpu.ROWS):
-        rnn_cpu._vecmat8(h, b0, hi - 1, wt, H, logits)
+        rnn_cpu._vecmat(h, b0, hi - 1, wt, H, logits)
     loss = 0.0
     correct = 0
     for r in range(lo, hi):
@@ -96,17 +96,17 @@ def _head_rows(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_grad, lo,
                 dlogits[r, c] = dlogits[r, c] * s_b - (inv_b if c == lab else 0.0)
     if want_grad:
         for b0 in range(lo, hi, rnn_cpu.ROWS):
-            rnn_cpu._vecmat8(dlogits, b0, hi - 1, wp, C, dh)
+            rnn_cpu._vecmat(dlogits, b0, hi - 1, wp, C, dh)
         for c in range(C):
             s = db.dtype.type(0)
             for r in range(lo, hi):
                 s += dlogits[r, c]
             db[c] = s
-            for j0 in range(0, HP, rnn_cpu.BLOCK):
-                acc = rnn_cpu._zero32(dw)
+            for j0 in range(0, HP, rnn_cpu.LANES):
+                acc = rnn_cpu._zero(dw)
                 for r in range(lo, hi):
-                    acc = rnn_cpu._fma32(acc, dlogits[r, c], h[r], j0)
-                rnn_cpu._store32(dw[c], j0, acc)
+                    acc = rnn_cpu._fma_at(acc, dlogits[r, c], h[r], j0)
+                rnn_cpu._store_at(dw[c], j0, acc)
     return loss, correct
 
 
@@ -176,11 +176,11 @@ def _sq8(q, a):
 @njit(**JIT_OPTIONS)
 def _reduce_rows(p):
     """``p[0, :] = p[0] + p[1] + ... + p[n-1]`` in that order; p [n, HP], HP a multiple of 32."""
-    for j0 in range(0, p.shape[1], rnn_cpu.BLOCK):
-        acc = rnn_cpu._load32(p[0], j0)
+    for j0 in range(0, p.shape[1], rnn_cpu.LANES):
+        acc = rnn_cpu._load_at(p[0], j0)
         for c in range(1, p.shape[0]):
-            acc = rnn_cpu._add32(acc, p[c], j0)
-        rnn_cpu._store32(p[0], j0, acc)
+            acc = rnn_cpu._add_at(acc, p[c], j0)
+        rnn_cpu._store_at(p[0], j0, acc)
 
 
 @njit(inline="always")

@@ -25,12 +25,13 @@ def test_choice_per_shape_and_vector_width(train, monkeypatch):
     assert cpu.choose(128, 31, train) == "fused"  # the showcase
     assert cpu.choose(64, crossover, train) == cpu.choose(256, crossover, train) == "gemm"
     assert cpu.choose(64, crossover - 1, train) == "fused"
-    # a batch of 1 fills one of the fused kernels' 8 rows: GEMM from an eighth of the crossover
-    assert cpu.choose(1, crossover // 8, train) == "gemm"
-    assert cpu.choose(1, crossover // 8 - 1, train) == "fused"
-    assert cpu.choose(4, crossover // 2, train) == "gemm"  # half of 8 rows
-    assert cpu.choose(4, crossover // 2 - 1, train) == cpu.choose(8, crossover // 2,
-                                                                   train) == "fused"
+    # a batch of 1 fills one of a fused tile's ROWS rows: GEMM from 1/ROWS of the crossover
+    rows = rnn_cpu.ROWS
+    assert cpu.choose(1, crossover // rows, train) == "gemm"
+    assert cpu.choose(1, crossover // rows - 1, train) == "fused"
+    assert cpu.choose(rows // 2, crossover // 2, train) == "gemm"  # half a tile
+    assert cpu.choose(rows // 2, crossover // 2 - 1, train) == cpu.choose(rows, crossover // 2,
+                                                                           train) == "fused"
 
 
 @pytest.mark.parametrize("forced", ["fused", "gemm"])
@@ -48,20 +49,20 @@ def test_override_refused_with_a_clear_message(monkeypatch):
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 targets")
-@pytest.mark.parametrize("target,bits", [({"NUMBA_CPU_NAME": "znver3", "NUMBA_CPU_FEATURES": ""},
-                                          256),
-                                         ({"NUMBA_CPU_NAME": "skylake-avx512",
-                                           "NUMBA_CPU_FEATURES": ""}, 512),
-                                         ({"NUMBA_CPU_NAME": "generic"}, 128)])
-def test_vector_width_of_the_compile_target(target, bits):
+@pytest.mark.parametrize("target,bits,tile", [
+    ({"NUMBA_CPU_NAME": "znver3", "NUMBA_CPU_FEATURES": ""}, 256, (16, 4)),
+    ({"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": ""}, 512, (32, 8)),
+    ({"NUMBA_CPU_NAME": "generic"}, 128, (16, 4))])
+def test_vector_width_and_tile_of_the_compile_target(target, bits, tile):
     """The width is the one Numba compiles for, not the host's: an AVX2 build on an AVX-512
-    machine takes the AVX2 crossover."""
+    machine takes the AVX2 crossover and the AVX2 register tile (LANES, ROWS)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU_")} | target
-    r = subprocess.run([sys.executable, "-c", "from fastrnn.backends import cpu; "
-                        "print(cpu.vector_bits())"], capture_output=True, text=True, env=env,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", "from fastrnn.backends import cpu; from "
+                        "fastrnn.kernels import rnn_cpu as k; "
+                        "print(cpu.vector_bits(), k.LANES, k.ROWS)"],
+                       capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert int(r.stdout) == bits
+    assert tuple(map(int, r.stdout.split())) == (bits, *tile)
 
 
 def _entry_points():

@@ -23,9 +23,7 @@ A step whose loss or gradient norm is not finite leaves params, m and v untouche
 from __future__ import annotations
 
 import os
-from functools import cache
 
-import llvmlite.binding as ll
 import numpy as np
 
 # Imported here, not in fastrnn/__init__: loading this module is what pulls in Numba.
@@ -38,24 +36,12 @@ STRATEGY_ENV = "FASTRNN_CPU_STRATEGY"
 STRATEGIES = ("auto", "fused", "gemm")
 #: per vector width (bits) of the compile target: the hidden sizes from which the GEMM strategy
 #: runs (inference: a forward alone, training: a forward and its backward) faster than the fused
-#: one at batches of a multiple of 8 rows, with the machine's own BLAS (``python
+#: one at batches of a multiple of the fused tile's rows, with the machine's own BLAS (``python
 #: bench/crossover.py``; README, "CPU strategies"). 128 bits (SSE, NEON) is not measured: the
-#: fused kernels' 32-lane accumulators fit those registers worst, so it is lowest.
-CROSSOVER_H = {512: (1024, 512), 256: (256, 256), 128: (128, 128)}
-
-
-@cache
-def vector_bits() -> int:
-    """Widest vector registers of the CPU Numba compiles for (the host, or ``NUMBA_CPU_NAME`` /
-    ``NUMBA_CPU_FEATURES``): 512 (AVX-512), 256 (AVX2) or 128 (SSE, NEON), asked of LLVM by
-    compiling one 16-float add with Numba's own target machine."""
-    from numba.core.registry import cpu_target
-
-    ir = ("define void @f(<16 x float>* %p) {\n  %v = load <16 x float>, <16 x float>* %p\n"
-          "  %w = fadd <16 x float> %v, %v\n  store <16 x float> %w, <16 x float>* %p\n"
-          "  ret void\n}")
-    asm = cpu_target.target_context.codegen()._tm.emit_assembly(ll.parse_assembly(ir))
-    return 512 if "zmm" in asm else 256 if "ymm" in asm else 128
+#: fused kernels run the AVX2 tile there, on registers half as wide, so it is lowest.
+CROSSOVER_H = {512: (1024, 512), 256: (512, 256), 128: (128, 128)}
+#: the vector width of the compile target (bits), as the kernels see it
+vector_bits = rnn_cpu.vector_bits
 
 
 def choose(batch: int, hidden: int, train: bool) -> str:
@@ -64,9 +50,10 @@ def choose(batch: int, hidden: int, train: bool) -> str:
     a training step).
 
     ``FASTRNN_CPU_STRATEGY`` if set to one of them; else a cost model with two measured
-    parameters per vector width: the fused kernels compute every row of their 8-row blocks (a
-    batch of 1 costs as much as one of 8), GEMMs only the batch's rows, so GEMM wins from
-    ``CROSSOVER_H[bits][train] * batch / (batch rounded up to 8)`` on (at batch 1, an eighth).
+    parameters per vector width: the fused kernels compute every row of their tiles of
+    ``rnn_cpu.ROWS`` rows (8 on AVX-512: a batch of 1 costs as much as one of 8), GEMMs only the
+    batch's rows, so GEMM wins from ``CROSSOVER_H[bits][train] * batch / (batch rounded up to
+    ROWS)`` on (at batch 1 on AVX-512, an eighth).
     """
     asked = os.environ.get(STRATEGY_ENV, "auto")
     if asked not in STRATEGIES:
