@@ -21,12 +21,17 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "fastrnn-ab-cache"))
 
 import numpy as np  # noqa: E402
+
+# the compile helper process cannot import the packages loaded under these names; compiling
+# without it only takes longer
+warnings.filterwarnings("ignore", message="fastrnn: the compile helper process")
 
 
 def load(name: str, kernels_dir: Path):
