@@ -29,9 +29,9 @@ LANES lanes, ROWS rows sharing each loaded weight vector, each lane's accumulato
 FMA latency 4, 2 pipes): 8 rows x 32 lanes = 16 zmm, 16 independent FMA chains. AVX2 (16 ymm,
 no broadcast operand): 4 rows x 16 lanes = 8 ymm, 0.75 loads per FMA. Anything else (SSE, NEON):
 the AVX2 tile, untuned. The weight gradients take ROWS features per pass over dz. Each lane sums
-in the same order on every tile, so every target computes the same bits. Napkin math, showcase
-forward: 128*28*(28+31)*32*2 = 13.5 MFLOP per layer; ~0.11 ms on one core (~120 GFLOP/s), of
-which the tanh is ~0.03 ms.
+in the same order on every tile, so every target with FMA computes the same bits. Napkin math,
+showcase forward: 128*28*(28+31)*32*2 = 13.5 MFLOP per layer; ~0.11 ms on one core (~120
+GFLOP/s), of which the tanh is ~0.03 ms.
 
 Parallel launch: ``prange`` over chunks of ``chunk_rows(B)`` batch rows (a quarter of the batch,
 8 to 32 rows: 32 for the showcase); each chunk runs its rows
@@ -166,7 +166,8 @@ def vector_bits() -> int:
 #: built for znver3, against 60-64 for 8 x 32 (32 ymm accumulators: spilled), ~69 for 8 x 8
 #: (1.1 loads per FMA) and ~60-85 for 6 x 16 (the same at B = 64, a third of a block wasted at
 #: B = 16). 128-bit (SSE, NEON): untuned, the AVX2 tile.
-#: Each output lane's sum runs in the same order whatever the tile: results have the same bits.
+#: Each output lane's sum runs in the same order whatever the tile: results have the same bits
+#: on every target with FMA (LLVM's generic x86-64 has none, so it rounds differently).
 LANES, ROWS = (32, 8) if vector_bits() == 512 else (16, 4)
 
 # The per-lane helpers are written flat (all lanes in one expression, no nested helper calls) and
