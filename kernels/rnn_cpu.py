@@ -414,6 +414,15 @@ def _dz_at(g, dy, y, o):
 
 
 @njit(inline="always")
+def _running(lengths, t, lo, hi):
+    """Whether any of rows ``lo:hi`` is still running at step ``t``."""
+    for b in range(lo, hi):
+        if t < lengths[b]:
+            return True
+    return False
+
+
+@njit(inline="always")
 def num_chunks_k(batch):
     rows = chunk_rows(batch)
     return (batch + rows - 1) // rows
@@ -477,10 +486,7 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
         yt = y[t]
         for b0 in range(lo, hi, ROWS):
             r = _rows(b0, hi - 1)  # a short last tile repeats its last row
-            running = False
-            for b in range(b0, min(b0 + ROWS, hi)):
-                running = running or t < lengths[b]
-            if running:
+            if _running(lengths, t, b0, min(b0 + ROWS, hi)):
                 for j0 in range(0, HP, LANES):
                     acc = _splat(_load_at(bias, j0))
                     # input projection fused (its FMAs fill latency gaps), then the state; one
@@ -590,10 +596,7 @@ def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
                 for j in range(HP):
                     dzt[b, j] = 0
         for b0 in range(lo, hi, ROWS):
-            running = False
-            for b in range(b0, min(b0 + ROWS, hi)):
-                running = running or t < lengths[b]
-            if running:
+            if _running(lengths, t, b0, min(b0 + ROWS, hi)):
                 _vecmat(dzt, b0, hi - 1, whh_p, H, nxt)
             for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:

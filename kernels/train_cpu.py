@@ -25,8 +25,8 @@ Launch shape: one Numba call per training step (``step_kernel``; also per predic
 ``rnn_cpu.chunk_rows(B)`` batch rows (32 for the showcase), each chunk running its rows through
 every layer forward, the head, and every layer backward (``_chunk_step``, called by address; its
 rows stay in L1/L2, and it writes only its own rows and its own partial gradients), then a serial
-tail: the chunks' partials summed in chunk order (32 lanes at a time) and the float64 sum of their
-squares (``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``,
+tail: the chunks' partials summed in chunk order (a tile's lanes at a time) and the float64 sum of
+their squares (``_reduce``), then the finiteness check, the clipping factor and Adam (``_adam_all``,
 after a copy of params, m and v: if a new value is not finite, the copy is put back). Adam is
 serial and bound by its division and square root (2,180 parameters at the showcase): a separate
 check pass before it made the showcase step ~1.3x slower in alternating runs; the copy (26 KB
@@ -263,8 +263,9 @@ def _reduce(layout, part_ih, part_hh, part_b, part_w, part_bo):
     C = part_bo.shape[1]
     HP = part_hh.shape[3]
     # Serial (see the module docstring): ~14 us for the showcase on one layer.
-    # 1) 32 lanes at a time (each lane its own chain: ~NC*4 cycles per row instead of per
-    #    element)
+    # 1) rnn_cpu.LANES lanes at a time (each lane its own chain: ~NC*4 cycles per row instead
+    #    of per element); the squares below keep 32 lanes on every target, so the norm's
+    #    summation order (and its bits) does not depend on the tile
     n_ih = part_ih.shape[2]
     n_row = n_ih + H + 1
     for r in range(L * n_row + C):
