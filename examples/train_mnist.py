@@ -7,6 +7,7 @@ this project redoes, and print its ``[trn]``/``[tst]`` lines.
     python examples/train_mnist.py --logdir runs/mnist --plot mnist.png
     python examples/train_mnist.py --epochs 3 --checkpoint-dir ckpt   # stop after 3 epochs...
     python examples/train_mnist.py --checkpoint-dir ckpt --resume     # ...and continue to 10
+    mpiexec -n 2 python examples/train_mnist.py --distributed         # data-parallel, MPI
 
 Lines: ``[trn] ep E, step S, loss L, accu A, sec/iter X`` every 250 steps (mean loss and, as in the
 tutorial, the minimum batch accuracy over those steps; sec/iter is the mean wall time of a
@@ -27,6 +28,14 @@ Checkpoints (``--checkpoint-dir``): after every complete epoch, model + Adam sta
 state + counters, written atomically (:mod:`fastrnn.checkpoint`); ``--resume`` continues from the
 newest and prints exactly the lines an uninterrupted run would (sec/iter aside). A run cut short
 by ``--max-steps`` in the middle of an epoch writes no checkpoint for that partial epoch.
+
+Data-parallel (``--distributed``, under ``mpiexec``/``srun``; CPU; needs mpi4py: ``pip install -e
+'.[mpi]'``): every process holds its share of each global batch (:mod:`fastrnn.distributed`) and
+runs ``cores on its node / processes on its node`` Numba threads; rank 0 prints and writes the
+checkpoints; each process evaluates the whole test set (no communication). The ``[sum]`` line
+(the SHA-256 of the final parameters included) is that of a one-process run, bit for bit, and a
+checkpoint resumes at any process count that splits the batch. An error in one process stops
+them all (``MPI_Abort``) instead of leaving the others waiting.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 import fastrnn
+from fastrnn import distributed
 from fastrnn.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -92,6 +102,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --checkpoint-dir (from scratch "
                         "when there is none)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of mpiexec/srun (CPU; needs mpi4py)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (the [trn]/[tst]/[sum] lines are still printed)")
     args = p.parse_args(argv)
@@ -106,6 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--max-steps: expected an int >= 1, got {args.max_steps}")
     if args.backend == "reference" and args.device == "cuda":
         p.error("--backend reference runs on the CPU only: drop --device cuda")
+    if args.distributed and (args.device == "cuda" or args.backend == "reference"):
+        p.error("--distributed runs the CPU kernels: drop --device cuda / --backend reference")
     if args.resume and args.checkpoint_dir is None:
         p.error("--resume needs --checkpoint-dir DIR")
     # written after the first epoch, or at the end: refuse a path that cannot be written now
@@ -282,8 +296,46 @@ def plot(path: str, history: np.ndarray, images: np.ndarray, labels: np.ndarray,
     os.replace(tmp, path)
 
 
+def start_distributed():
+    """``MPI.COMM_WORLD``, with this process's Numba threads set to its share of its node's
+    cores, and stdout silenced on ranks other than 0."""
+    MPI = require("mpi4py.MPI", "--distributed")
+    import numba
+
+    comm = MPI.COMM_WORLD
+    on_node = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS,
+                                     (os.cpu_count() or 1) // on_node)))
+    if comm.Get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    return comm
+
+
+def params_digest(model) -> str:
+    """The first 16 hex digits of the SHA-256 of the model's parameters (on the host)."""
+    import hashlib
+
+    params = model.params.get() if hasattr(model.params, "get") else model.params
+    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()[:16]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not args.distributed:
+        return train(args, None)
+    comm = start_distributed()
+    try:
+        return train(args, comm)
+    except BaseException as e:  # SystemExit included: the others would wait for this one
+        if isinstance(e, SystemExit) and e.code in (0, None):
+            raise
+        sys.stderr.write(f"rank {comm.Get_rank()}: {e!r}\n")
+        sys.stderr.flush()
+        comm.Abort(1)
+
+
+def train(args, comm) -> int:
+    """The training run of :func:`main` (``comm``: data-parallel over its processes)."""
     # missing extras: fail now, in one line, not after an hour of training
     if args.logdir is not None:
         require("tensorboardX", "--logdir")
@@ -302,7 +354,8 @@ def main(argv=None) -> int:
                      f"--checkpoint-dir")
         if newest is not None:
             try:
-                ckpt = load_checkpoint(newest, config=config, device=device, backend=backend)
+                ckpt = load_checkpoint(newest, config=config, device=device, backend=backend,
+                                       comm=comm)
                 missing = {"step", "train_steps", "losses", "accs", "secs", "history"} - set(
                     ckpt.state)
                 if missing or ckpt.rng_state is None:
@@ -322,10 +375,17 @@ def main(argv=None) -> int:
     if args.batch_size > mnist.train.num_examples:
         sys.exit(f"error: --batch-size: expected an int <= {mnist.train.num_examples} (the "
                  f"training images), got {args.batch_size}")
+    rows = slice(None)  # this process's rows of each batch
+    if comm is not None:
+        why = distributed.world_problem(args.batch_size, comm.Get_size())
+        if why is not None:
+            sys.exit(f"error: --distributed on {comm.Get_size()} processes: --batch-size "
+                     f"{args.batch_size}: {why}")
+        rows = distributed.shard(args.batch_size, comm)
     if ckpt is None:
         try:  # sizes the library refuses (too many parameters, more than the memory): one line
             model = fastrnn.RNNClassifier(INPUTS, args.hidden, args.layers, 10, device=device,
-                                          lr=args.lr, seed=args.seed, backend=backend)
+                                          lr=args.lr, seed=args.seed, backend=backend, comm=comm)
         except (ValueError, TypeError, MemoryError) as e:
             sys.exit(f"error: cannot build the model: {e or type(e).__name__}")
         rng = np.random.default_rng(args.seed)
@@ -343,8 +403,10 @@ def main(argv=None) -> int:
     test_y = xp.asarray(mnist.test.labels)
     bs = args.batch_size
     n_batches = mnist.train.num_examples // bs
+    where = "" if comm is None else f", {comm.Get_size()} processes"
     print(f"fastrnn {fastrnn.__version__}: {args.layers} layer(s) of {args.hidden}, batch {bs}, "
-          f"device {device}, backend {args.backend}, {n_batches} steps per epoch", flush=True)
+          f"device {device}, backend {args.backend}{where}, {n_batches} steps per epoch",
+          flush=True)
     if ckpt is not None:
         print(f"resuming from {ckpt.path} (epoch {ckpt.epoch}, step {step})", flush=True)
     if backend is None:  # the one-time compile, announced instead of hidden in the first step
@@ -368,7 +430,7 @@ def main(argv=None) -> int:
             xb, yb = ((train_x[sl], train_y[sl]) if order is None
                       else (train_x[order[sl]], train_y[order[sl]]))
             t0 = time.perf_counter()
-            loss, acc = model.train_step(xb, yb)
+            loss, acc = model.train_step(xb[rows], yb[rows])
             dt = time.perf_counter() - t0
             secs.append(dt)
             losses.append(loss)
@@ -431,7 +493,8 @@ def main(argv=None) -> int:
                   flush=True)
             status = 1
     median = f"{np.median(all_train_secs):f}" if all_train_secs else "nan"
-    print(f"[sum] {train_steps} training steps, test accu {test_acc:f}, train sec/iter "
+    print(f"[sum] {train_steps} training steps, test accu {test_acc:f}, params sha256 "
+          f"{params_digest(model)}, train sec/iter "
           f"{median} (median), {time.perf_counter() - t_start:.1f} s in all", flush=True)
     return status
 

@@ -250,7 +250,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | None = None,
-                    device: str = "cpu", backend: str | None = None) -> Checkpoint:
+                    device: str = "cpu", backend: str | None = None, comm=None) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Parameters
@@ -260,8 +260,9 @@ def load_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | None
     config : mapping, optional
         This run's settings: every key given must equal the saved value (keys not given are not
         compared), else :class:`CheckpointError` lists the differences.
-    device, backend
-        Where the model runs, as in :class:`RNNClassifier`.
+    device, backend, comm
+        Where the model runs, as in :class:`RNNClassifier` (``comm``: every process of it calls
+        this with the same file).
 
     Returns
     -------
@@ -315,7 +316,7 @@ def load_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | None
             raise CheckpointError(f"{path}: checkpoint of another configuration: "
                                   + ", ".join(diff))
     try:
-        model = RNNClassifier.load(path, device=device, backend=backend)
+        model = RNNClassifier.load(path, device=device, backend=backend, comm=comm)
     except ValueError as e:  # sizes or arrays that do not make a model
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from e

@@ -160,6 +160,14 @@ class RNNClassifier:
         Clip the gradients by their global L2 norm before each Adam update (TF's
         ``clip_by_global_norm``: all scaled by ``clip_norm / max(norm, clip_norm)``; see
         :func:`fastrnn.reference.clip_by_global_norm`). None or 0: no clipping.
+    comm : mpi4py communicator or None
+        Data-parallel training (:mod:`fastrnn.distributed`; CPU only): every process of ``comm``
+        builds the model (rank 0's parameters are broadcast), and each :meth:`train_step` takes
+        this process's rows of one global batch (:func:`fastrnn.distributed.shard`) and returns
+        the loss and accuracy of the whole global batch; parameters, Adam state and results are
+        bitwise those of one process training on the global batches. :meth:`evaluate` and
+        :meth:`predict` run on the rows they are given, in each process, without communicating;
+        :meth:`save` writes from rank 0 only.
 
     Attributes
     ----------
@@ -178,7 +186,7 @@ class RNNClassifier:
     def __init__(self, input_size: int = 28, hidden_size: int = 31, num_layers: int = 1,
                  num_classes: int = 10, device: str = "cpu", lr: float = 1e-3, seed: int = 0,
                  *, backend: str | None = None, dtype: str = "float32",
-                 clip_norm: float | None = None):
+                 clip_norm: float | None = None, comm=None):
         sizes = {n: check.positive_int(n, v) for n, v in (
             ("input_size", input_size), ("hidden_size", hidden_size),
             ("num_layers", num_layers), ("num_classes", num_classes))}
@@ -189,6 +197,10 @@ class RNNClassifier:
             check.fail("seed", "an int >= 0", repr(seed))
         if seed >= 2**64:  # save() stores it as a 64-bit integer
             check.fail("seed", "an int < 2**64", repr(seed))
+        if comm is not None and (device != "cpu" or backend is not None):
+            check.fail("comm", "None unless device='cpu' and backend=None (data-parallel "
+                       "training runs the CPU kernels; CUDA with NCCL is not there yet)",
+                       f"a communicator with device={device!r}, backend={backend!r}")
         self._lr = _lr(lr, str(dtype))
         self._clip_norm = _clip_norm(clip_norm)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
@@ -210,6 +222,12 @@ class RNNClassifier:
         self.v = self.xp.zeros_like(self.params)
         self.step = 0
         self.last_grad_norm: float | None = None
+        self._dp = None
+        if comm is not None:
+            from fastrnn.distributed import DataParallel
+
+            self._dp = DataParallel(comm)
+            self._dp.broadcast(self.params, self.m, self.v)
 
     @property
     def lr(self) -> float:
@@ -276,12 +294,26 @@ class RNNClassifier:
             second moment). Nothing changed: parameters, Adam moments, :attr:`step` and
             :attr:`last_grad_norm` are exactly as before the call.
         """
-        x = self._x(x)
-        labels = self._labels(labels, x.shape[0])
+        dp, extra = self._dp, {}
+        if dp is None:
+            x = self._x(x)
+            labels = self._labels(labels, x.shape[0])
+        else:  # every process learns whether all can take the step, before anyone does
+            error = None
+            try:
+                x = self._x(x)
+                labels = self._labels(labels, x.shape[0])
+            except Exception as e:
+                error = e
+            total = dp.agree("train_step", error, None if error else x.shape[0])
+            from fastrnn.distributed import _chunk_rows
+
+            extra = {"shard": (total, dp.rank * x.shape[0] // _chunk_rows(total)),
+                     "gather": dp.gather}
         step = self.step + 1
         loss, acc, norm, applied = self._kernels.train_step(
             self.params, self.m, self.v, step, x, labels, self.lr, self.beta1, self.beta2,
-            self.eps, self.clip_norm or 0.0)
+            self.eps, self.clip_norm or 0.0, **extra)
         loss, norm = float(loss), float(norm)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             what = " and ".join([f"the loss is {loss}"] * (not math.isfinite(loss))
@@ -321,7 +353,20 @@ class RNNClassifier:
 
         ``extra`` maps further names to arrays stored beside the model's own entries (checkpoints
         use it for the training loop's state); :meth:`load` ignores them.
+
+        Data-parallel (``comm``): rank 0 writes, every process returns once the file is in
+        place (the model is the same in every process).
         """
+        if self._dp is not None:
+            try:
+                if self._dp.rank == 0:
+                    self._save(path, extra)
+            finally:
+                self._dp.comm.Barrier()
+            return
+        self._save(path, extra)
+
+    def _save(self, path, extra: dict | None) -> None:
         path = Path(path)
         to_np = (lambda a: a.get()) if self.xp is not np else (lambda a: a)
         own = {"format_version": _FORMAT_VERSION,
@@ -347,8 +392,11 @@ class RNNClassifier:
             raise
 
     @classmethod
-    def load(cls, path, device: str = "cpu", *, backend: str | None = None) -> RNNClassifier:
-        """Read a model written by :meth:`save`; ``device``/``backend`` as in the constructor.
+    def load(cls, path, device: str = "cpu", *, backend: str | None = None,
+             comm=None) -> RNNClassifier:
+        """Read a model written by :meth:`save`; ``device``/``backend``/``comm`` as in the
+        constructor (with ``comm`` every process reads ``path``; if one fails, all raise; rank
+        0's values are then broadcast).
 
         Raises
         ------
@@ -361,6 +409,20 @@ class RNNClassifier:
             negative second moment), from which training would write NaN or inf. The message
             names the file and the entry.
         """
+        if comm is not None:
+            from fastrnn.distributed import DataParallel
+
+            dp, error = DataParallel(comm), None
+            try:
+                model = cls.load(path, device, backend=backend)
+                if device != "cpu" or backend is not None:
+                    model = cls(device=device, backend=backend, comm=comm)  # refused: why
+            except Exception as e:
+                error = e
+            dp.agree("load", error)
+            model._dp = dp
+            dp.broadcast(model.params, model.m, model.v)
+            return model
         _check_device(device, backend)
         path = Path(path)
         try:

@@ -42,6 +42,7 @@ Check: ``pytest tests/test_kernels_cpu.py``. Time: ``pytest bench/ --benchmark-o
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -54,20 +55,20 @@ from ._numba_env import JIT_OPTIONS, ParallelKernel, compile_in_two_processes
 
 
 @njit(**JIT_OPTIONS)
-def _head_rows(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_grad, lo, hi):
+def _head_rows(h, wt, wp, b, labels, batch, logits, dlogits, dh, dw, db, want_grad, lo, hi):
     """Rows ``lo:hi`` of dense + softmax-xent; returns ``(sum of row losses (float64), correct)``.
 
     h [B,HP] (columns >= H zero)   wt [H,CP] = W^T zero-padded to CP = padded(C) columns
     wp [C,HP] = W zero-padded   b [C]   labels [B]; writes logits [B,CP] (columns >= C: 0) and, if
     ``want_grad``, dlogits [B,CP] (columns < C), dh [B,HP], and *this row range's* dw [C,HP] and
-    db [C] (overwritten, not accumulated). The gradients are of the mean loss over ``B`` rows.
+    db [C] (overwritten, not accumulated). The gradients are of the mean loss over ``batch``
+    rows (B, or the global batch of a data-parallel step, whose other rows are elsewhere).
     The three products run on the register tiles of ``rnn_cpu`` (scalar dot products here
     were 15% of the whole showcase step).
     """
-    B = labels.shape[0]
     H, C = wt.shape[0], b.shape[0]
     HP = dh.shape[1]
-    inv_b = 1.0 / B
+    inv_b = 1.0 / batch
     for b0 in range(lo, hi, rnn_cpu.ROWS):
         rnn_cpu._vecmat(h, b0, hi - 1, wt, H, logits)
     loss = 0.0
@@ -117,8 +118,9 @@ def dense_xent_kernel(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_gr
     Arguments as :func:`_head_rows` (padded), all rows. ``loss`` is the batch mean (float64),
     ``correct`` a count.
     """
-    loss, correct = _head_rows(h, wt, wp, b, labels, logits, dlogits, dh, dw, db, want_grad, 0,
-                               labels.shape[0])
+    B = labels.shape[0]
+    loss, correct = _head_rows(h, wt, wp, b, labels, B, logits, dlogits, dh, dw, db, want_grad, 0,
+                               B)
     return loss / labels.shape[0], correct
 
 
@@ -220,26 +222,29 @@ def pack_kernel(params, layout, o_w, H, wih_t, whh_t, bias, wih_p, whh_p, wout_t
 
 @njit(**JIT_OPTIONS)
 def _chunk_step(c, args):
-    """Chunk ``c`` of :func:`step_kernel`: its rows through every layer forward, the head, and
-    (if ``train``) every layer backward, into its own partial gradients ``part_*[c]``."""
+    """Chunk ``c`` of this process's rows in :func:`step_kernel`: its rows through every layer
+    forward, the head, and (if ``train``) every layer backward, into its own partial gradients
+    ``part_*[p]``, ``chunk_loss[p]``, ``chunk_correct[p]`` with ``p = dist[1] + c`` (its number
+    in the global batch of ``dist[0]`` rows, which sets the chunk size)."""
     (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
      hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
-     dlogits, lengths, chunk_loss, chunk_correct) = args
-    B = xs.shape[1]
+     dlogits, lengths, chunk_loss, chunk_correct, dist) = args
     L = layout.shape[0]
     H = h_n.shape[2]
-    rows = rnn_cpu.chunk_rows(B)
+    rows = rnn_cpu.chunk_rows(dist[0])
     lo = c * rows
-    hi = min(B, lo + rows)
+    hi = min(xs.shape[1], lo + rows)
+    p = dist[1] + c
     for k in range(L):
         inp = xs if k == 0 else ys[k - 1, :, :, :H]
         rnn_cpu._forward_chunk(inp, h0, wih_t[k], whh_t[k], bias[k], lengths, ys[k], h_n[k],
                                hbuf, lo, hi)
     # the top layer's last output is its final state (the classifier runs every row T steps)
-    loss, correct = _head_rows(ys[L - 1, xs.shape[0] - 1], wout_t, wout_p, b_out, labels, logits,
-                               dlogits, dh_top, part_w[c], part_bo[c], train, lo, hi)
-    chunk_loss[c] = loss
-    chunk_correct[c] = correct
+    loss, correct = _head_rows(ys[L - 1, xs.shape[0] - 1], wout_t, wout_p, b_out, labels,
+                               dist[0], logits, dlogits, dh_top, part_w[p], part_bo[p], train, lo,
+                               hi)
+    chunk_loss[p] = loss
+    chunk_correct[p] = correct
     if train:
         for k in range(L - 1, -1, -1):
             inp = xs if k == 0 else ys[k - 1, :, :, :H]
@@ -249,8 +254,8 @@ def _chunk_step(c, args):
                                     dh0, dhbuf, dz, lo, hi)
             if k > 0:
                 rnn_cpu._dx_chunk(dz, wih_p[k], dxy[k & 1], lo, hi)
-            rnn_cpu._weight_grads_chunk(inp, h0, ys[k], dz, part_ih[c, k], part_hh[c, k],
-                                        part_b[c, k], lo, hi)
+            rnn_cpu._weight_grads_chunk(inp, h0, ys[k], dz, part_ih[p, k], part_hh[p, k],
+                                        part_b[p, k], lo, hi)
 
 
 @njit(**JIT_OPTIONS)
@@ -376,10 +381,17 @@ def address_of(dispatcher, argtypes: tuple) -> int:
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 
+#: ``step_kernel``'s ``phase``: this process's chunks (pack, forward, head, BPTT into their
+#: partials), the tail (sum of the partials, norm, clipping, Adam), or both: a data-parallel
+#: step gathers every process's partials between its two calls
+CHUNKS, TAIL, WHOLE = 1, 2, 3
+
+
 @ParallelKernel
-def step_kernel(params, m, v, saved, out_offsets, hyper, step, chunk_step, args):
+def step_kernel(params, m, v, saved, out_offsets, hyper, step, phase, chunk_step, args):
     """The whole classifier step in one call: forward, head, and if ``train`` BPTT, the
-    gradient norm, clipping and Adam.
+    gradient norm, clipping and Adam; or one of its two halves (``phase``: :data:`CHUNKS`,
+    :data:`TAIL`, :data:`WHOLE`).
 
     params, m, v [P] (updated in place if ``train``, the loss and gradient norm are finite and
     so is every new value; otherwise left with their bits; must not alias each other)
@@ -390,33 +402,42 @@ def step_kernel(params, m, v, saved, out_offsets, hyper, step, chunk_step, args)
     args: the tuple :func:`_chunk_step` takes: xs [T,B,I] (a time-major view of the batch-major
     x), labels [B] int64, layout [L,4] int64, train, b_out = params[out_offsets[1]:][:C], then
     the workspaces (see ``ClassifierStep``): ys [L,T,B,HP] per-layer outputs, dxy [3,T,B,HP],
-    part_* [NC,...] per-chunk partial gradients, chunk_loss [NC] float64, chunk_correct [NC].
-    Returns ``(sum of row losses, correct count, gradient norm, applied)``, the norm rounded to
-    the parameters' dtype (0 unless ``train``), ``applied`` whether params, m, v were updated;
-    logits are left in ``logits`` [B,CP] (columns < C).
+    part_* [NC,...] per-chunk partial gradients, chunk_loss [NC] float64, chunk_correct [NC],
+    dist [2] int64: (global batch B_g, number of this process's first chunk); NC =
+    num_chunks(B_g). One process: B_g = B, first chunk 0. Data-parallel: this process holds
+    rows of chunks ``dist[1]:dist[1] + B/chunk_rows(B_g)`` of the global batch and writes only
+    their entries; the tail reads all NC.
+    Returns ``(sum of row losses, correct count, gradient norm, applied)`` over the global
+    batch (zeros after :data:`CHUNKS` alone), the norm rounded to the parameters' dtype (0 unless
+    ``train``), ``applied`` whether params, m, v were updated; logits are left in ``logits``
+    [B,CP] (columns < C).
 
-    Launch: 1 serial pack, 1 prange over NC chunks of chunk_rows(B) rows (:func:`_chunk_step`,
-    called by address, so this kernel's compile neither waits for nor re-emits the chunk code),
-    then the serial :func:`_reduce` and :func:`_adam_all`. Chunking depends on B only: results
-    are bitwise identical for any thread count.
+    Launch: 1 serial pack, 1 prange over this process's chunks of chunk_rows(B_g) rows
+    (:func:`_chunk_step`, called by address, so this kernel's compile neither waits for nor
+    re-emits the chunk code), then the serial :func:`_reduce` and :func:`_adam_all`. Chunking
+    depends on B_g only: results are bitwise identical for any thread count, and for any
+    split of the chunks among processes.
     """
     (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
      hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
-     dlogits, lengths, chunk_loss, chunk_correct) = args
-    B = xs.shape[1]
+     dlogits, lengths, chunk_loss, chunk_correct, dist) = args
+    B = dist[0]
     H = h_n.shape[2]
-    pack_kernel(params, layout, out_offsets[0], H, wih_t, whh_t, bias, wih_p, whh_p, wout_t,
-                wout_p)
-    nc = rnn_cpu.num_chunks_k(B)
-    for c in prange(nc):
-        _call_at(chunk_step, np.int64(c), args)  # the parallel body sees c as uint64
+    if phase & CHUNKS:
+        pack_kernel(params, layout, out_offsets[0], H, wih_t, whh_t, bias, wih_p, whh_p,
+                    wout_t, wout_p)
+        rows = rnn_cpu.chunk_rows(B)
+        for c in prange((xs.shape[1] + rows - 1) // rows):
+            _call_at(chunk_step, np.int64(c), args)  # the parallel body sees c as uint64
     loss = 0.0
     correct = 0
-    for c in range(nc):
-        loss += chunk_loss[c]
-        correct += chunk_correct[c]
     norm = 0.0
     applied = False
+    if not phase & TAIL:
+        return loss, correct, norm, applied
+    for c in range(chunk_loss.shape[0]):
+        loss += chunk_loss[c]
+        correct += chunk_correct[c]
     if train:
         exact = math.sqrt(_reduce(layout, part_ih, part_hh, part_b, part_w, part_bo))
         # NaN or inf anywhere in the batch or the weights reaches the loss or the norm (a NaN
@@ -440,14 +461,14 @@ def step_kernel(params, m, v, saved, out_offsets, hyper, step, chunk_step, args)
     return loss, correct, norm, applied
 
 
-def _compile_halves(params, m, v, saved, out_offsets, hyper, step, chunk_step, args):
+def _compile_halves(params, m, v, saved, out_offsets, hyper, step, phase, chunk_step, args):
     """The kernels of one training step, typed as :func:`step_kernel` calls them with these
     arguments, in two halves for ``compile_in_two_processes``: ``(here, there)``, ~7-8 s of cold
     compile each (2-vCPU machine of the README, float32); ``_chunk_step`` comes after both.
     ``tests/test_kernels_cpu.py`` checks the types."""
     (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
      hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
-     dlogits, lengths, chunk_loss, chunk_correct) = args
+     dlogits, lengths, chunk_loss, chunk_correct, dist) = args
     H = h_n.shape[2]
     here = [  # pack_kernel first: a cheap probe of the cache (same source file as step_kernel);
         # then step_kernel's other callees, cached before the helper needs them for step_kernel
@@ -455,8 +476,8 @@ def _compile_halves(params, m, v, saved, out_offsets, hyper, step, chunk_step, a
         (_reduce, (layout, part_ih, part_hh, part_b, part_w, part_bo)),
         (_adam_all, (params, m, v, layout, out_offsets, hyper, step, 1.0, part_ih, part_hh,
                      part_b, part_w, part_bo)),
-        (_head_rows, (ys[0, 0], wout_t, wout_p, b_out, labels, logits, dlogits, dh_top,
-                      part_w[0], part_bo[0], train, 0, 0)),
+        (_head_rows, (ys[0, 0], wout_t, wout_p, b_out, labels, dist[0], logits, dlogits,
+                      dh_top, part_w[0], part_bo[0], train, 0, 0)),
         (rnn_cpu._backward_chunk, (dxy[2], dh_top, whh_p[0], ys[0], lengths, dh0, dhbuf, dz, 0,
                                    0)),
         (rnn_cpu._dx_chunk, (dz, wih_p[0], dxy[0], 0, 0)),
@@ -466,8 +487,8 @@ def _compile_halves(params, m, v, saved, out_offsets, hyper, step, chunk_step, a
     there = [
         (rnn_cpu._forward_chunk, (xs, h0, wih_t[0], whh_t[0], bias[0], lengths, ys[0], h_n[0],
                                   hbuf, 0, 0)),
-        (step_kernel.parallel, (params, m, v, saved, out_offsets, hyper, step, chunk_step,
-                                args)),
+        (step_kernel.parallel, (params, m, v, saved, out_offsets, hyper, step, phase,
+                                chunk_step, args)),
     ]
     return ([(f, tuple(map(typeof, a))) for f, a in here],
             [(f, tuple(map(typeof, a))) for f, a in there])
@@ -525,12 +546,15 @@ class ClassifierStep:
     ----------
     layout : [L,4] int64 per layer (offset of w_ih, of w_hh, of b, input size I_k)
     out_offsets : (offset of w_out [C,H], offset of b_out [C])
-    hidden_size, num_classes, num_params, batch, steps : sizes
+    hidden_size, num_classes, num_params, batch, steps : sizes (``batch``: this process's rows)
     dtype : float32 or float64
+    shard : ``(global batch, first chunk)`` for one process's share of a data-parallel step:
+        its ``batch`` rows are chunks ``first chunk, ...`` of the global batch (a whole number
+        of ``rnn_cpu.chunk_rows(global batch)``); None: the whole batch is here
     """
 
     def __init__(self, layout, out_offsets, hidden_size: int, num_classes: int, num_params: int,
-                 batch: int, steps: int, dtype):
+                 batch: int, steps: int, dtype, shard: tuple[int, int] | None = None):
         self.layout = np.ascontiguousarray(layout, dtype=np.int64)
         L = self.layout.shape[0]
         H, C, B, T = hidden_size, num_classes, batch, steps
@@ -539,7 +563,8 @@ class ClassifierStep:
         HP = rnn_cpu.padded(H)
         imax = int(self.layout[:, 3].max())
         ipmax = rnn_cpu.padded(imax)
-        nc = rnn_cpu.num_chunks(B)
+        self.dist = np.array(shard or (B, 0), np.int64)
+        nc = rnn_cpu.num_chunks(int(self.dist[0]))
         CP = rnn_cpu.padded(C)
         self.num_classes = C
         z = np.zeros
@@ -565,13 +590,16 @@ class ClassifierStep:
         )
         self.logits = z((B, CP), dt)
         self.ws_tail = (self.logits, z((B, CP), dt), np.full(B, T, np.int32), z(nc, np.float64),
-                        z(nc, np.int64))
+                        z(nc, np.int64), self.dist)
+        #: what each process computes its own chunks of (rows ``[NC, ...]``, chunk order): a
+        #: data-parallel step gathers them between its two halves
+        self.partials = self.ws[-5:] + self.ws_tail[3:5]
         self.hyper = np.zeros(5, np.float64)
         self.saved = z((3, num_params), dt)  # params, m, v before an update (step_kernel)
         self.no_labels = z(B, np.int64)
         self._chunk_step = None  # its address (step_kernel's argument), once compiled
 
-    def _run(self, params, m, v, step, x, labels, train):
+    def _run(self, params, m, v, step, x, labels, train, gather=None):
         # every element of chunk_args has one Numba type per instance, so one _chunk_step
         # address serves every call (a call with another type would read garbage): x and labels
         # are copied into that type when needed; params is updated in place, so it must have it
@@ -585,20 +613,32 @@ class ClassifierStep:
         chunk_args = (x.swapaxes(0, 1), labels, self.layout, train,
                       params[o_b:o_b + self.num_classes], *self.ws, *self.ws_tail)
         if self._chunk_step is None:  # on a cold cache: compile the kernels on two cores
-            args = (params, m, v, self.saved, self.out_offsets, self.hyper, step, 0, chunk_args)
+            args = (params, m, v, self.saved, self.out_offsets, self.hyper, step, WHOLE, 0,
+                    chunk_args)
             compile_in_two_processes(*_compile_halves(*args))
             self._chunk_step = address_of(_chunk_step, (types.int64, typeof(chunk_args)))
-        loss, correct, norm, applied = step_kernel(params, m, v, self.saved, self.out_offsets,
-                                                   self.hyper, step, self._chunk_step, chunk_args)
-        B = x.shape[0]
+        run = functools.partial(step_kernel, params, m, v, self.saved, self.out_offsets,
+                                self.hyper, step)
+        if gather is None:
+            loss, correct, norm, applied = run(WHOLE, self._chunk_step, chunk_args)
+        else:
+            run(CHUNKS, self._chunk_step, chunk_args)
+            gather(self.partials)
+            loss, correct, norm, applied = run(TAIL, self._chunk_step, chunk_args)
+        B = int(self.dist[0])
         return loss / B, correct / B, norm, applied
 
-    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm,
+                   gather=None):
         """Forward, xent, BPTT, dense grads, clipping (``clip_norm`` > 0) and Adam; updates
         params, m, v unless the loss, the gradient norm or a new value is not finite; returns
-        ``(loss, acc, grad_norm, applied)``."""
+        ``(loss, acc, grad_norm, applied)`` of the global batch.
+
+        ``gather(arrays)``, for a data-parallel step (``shard``): fill in place, in every
+        process, the rows of :attr:`partials` that the other processes computed (each array's
+        rows in chunk order, each process's rows contiguous: an MPI all-gather in place)."""
         self.hyper[:] = (lr, beta1, beta2, eps, clip_norm)
-        return self._run(params, m, v, step, x, labels, True)
+        return self._run(params, m, v, step, x, labels, True, gather)
 
     def predict(self, params, x):
         """Logits [B,C] (a fresh array)."""

@@ -93,19 +93,25 @@ class _CpuClassifier:
         self._layout, self._out = _layout(spec)
         self._steps: ShapeCache = ShapeCache()  # train_cpu's or train_gemm's ClassifierStep
 
-    def _step(self, x, train: bool):
+    def _step(self, x, train: bool, shard=None):
         s = self.spec
-        strategy = choose(x.shape[0], s.hidden_size, train)
+        # a data-parallel step (shard) runs fused: its chunks and their fixed-order sum are what
+        # make N processes give one process's bits
+        strategy = "fused" if shard else choose(x.shape[0], s.hidden_size, train)
         step = train_gemm.ClassifierStep if strategy == "gemm" else train_cpu.ClassifierStep
+        extra = (shard,) if shard else ()
         return self._steps.get(
-            (x.shape[0], x.shape[1], x.dtype.str, strategy),
+            (x.shape[0], x.shape[1], x.dtype.str, strategy, shard),
             lambda: step(self._layout, self._out, s.hidden_size, s.num_classes, s.size,
-                         x.shape[0], x.shape[1], x.dtype))
+                         x.shape[0], x.shape[1], x.dtype, *extra))
 
-    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm,
+                   shard=None, gather=None):
+        """``shard``, ``gather``: a data-parallel step (``train_cpu.ClassifierStep``)."""
         # the norm, the finiteness check and the clipping happen inside the one fused call
-        return self._step(x, True).train_step(params, m, v, step, x, labels, lr, beta1, beta2,
-                                              eps, clip_norm)
+        extra = (gather,) if shard else ()
+        return self._step(x, True, shard).train_step(params, m, v, step, x, labels, lr, beta1,
+                                                     beta2, eps, clip_norm, *extra)
 
     def evaluate(self, params, x, labels):
         return self._step(x, False).evaluate(params, x, labels)
