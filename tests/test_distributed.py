@@ -166,3 +166,34 @@ def test_example_refuses_a_world_size_that_does_not_split_the_batch(tmp_path, mn
     assert p.returncode != 0
     assert ("error: --distributed on 2 processes: --batch-size 100: a global batch of 100 rows "
             "runs in chunks of 24 rows") in p.stderr
+
+
+def test_torch_rnn_under_ddp_matches_nn_rnn_under_ddp(tmp_path):
+    """``fastrnn.torch.RNN`` in ``DistributedDataParallel`` (gloo, 2 CPU processes, float64):
+    every step's all-reduced gradients and the final weights equal ``nn.RNN``'s under DDP to the
+    drop-in's float64 tolerance, and are the same in both processes."""
+    pytest.importorskip("torch", reason="no PyTorch (pip install -e '.[bench]')")
+    import socket
+
+    from tests.tolerances import KERNEL_F64, assert_close
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    script = str(ROOT / "tests" / "ddp_worker.py")
+    procs = [subprocess.Popen([sys.executable, script, str(r), "2", port,
+                               str(tmp_path / f"rank{r}.npz")], env=_env(), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    for p in procs:
+        out = p.communicate(timeout=TIMEOUT_S)[0]
+        assert p.returncode == 0, out
+    import numpy as np
+
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
+    for key in ranks[0]:
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)  # all-reduced
+    names = [k[len("ours."):] for k in ranks[0] if k.startswith("ours.")]
+    assert len(names) == 3 * 8 + 8  # 3 steps x 8 gradients, 8 final weights (2 layers)
+    for name in names:
+        assert_close(name, ranks[0]["theirs." + name], ranks[0]["ours." + name], KERNEL_F64)
