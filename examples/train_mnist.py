@@ -41,12 +41,14 @@ them all (``MPI_Abort``) instead of leaving the others waiting.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import math
 import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -313,8 +315,6 @@ def start_distributed():
 
 def params_digest(model) -> str:
     """The first 16 hex digits of the SHA-256 of the model's parameters (on the host)."""
-    import hashlib
-
     params = model.params.get() if hasattr(model.params, "get") else model.params
     return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()[:16]
 
@@ -329,7 +329,11 @@ def main(argv=None) -> int:
     except BaseException as e:  # SystemExit included: the others would wait for this one
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
-        sys.stderr.write(f"rank {comm.Get_rank()}: {e!r}\n")
+        sys.stderr.write(f"rank {comm.Get_rank()}: ")
+        if isinstance(e, SystemExit):  # sys.exit("error: ...") and the like: the message
+            sys.stderr.write(f"{e.code}\n")
+        else:
+            traceback.print_exc()
         sys.stderr.flush()
         comm.Abort(1)
 

@@ -60,6 +60,14 @@ def _check_model_size(I: int, H: int, L: int, C: int, dtype: str, xp) -> None:
         check.memory(name, nbytes, xp, sizes)
 
 
+def _check_comm(comm, device, backend) -> None:
+    """The ``comm`` argument of :class:`RNNClassifier` and :meth:`RNNClassifier.load`."""
+    if comm is not None and (device != "cpu" or backend is not None):
+        check.fail("comm", "None unless device='cpu' and backend=None (data-parallel training "
+                   "runs the CPU kernels; CUDA with NCCL is not there yet)",
+                   f"a communicator with device={device!r}, backend={backend!r}")
+
+
 def _check_device(device, backend) -> None:
     """The ``device`` and ``backend`` arguments of :class:`RNNClassifier` and
     :meth:`RNNClassifier.load`."""
@@ -197,10 +205,7 @@ class RNNClassifier:
             check.fail("seed", "an int >= 0", repr(seed))
         if seed >= 2**64:  # save() stores it as a 64-bit integer
             check.fail("seed", "an int < 2**64", repr(seed))
-        if comm is not None and (device != "cpu" or backend is not None):
-            check.fail("comm", "None unless device='cpu' and backend=None (data-parallel "
-                       "training runs the CPU kernels; CUDA with NCCL is not there yet)",
-                       f"a communicator with device={device!r}, backend={backend!r}")
+        _check_comm(comm, device, backend)
         self._lr = _lr(lr, str(dtype))
         self._clip_norm = _clip_norm(clip_norm)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
@@ -295,21 +300,15 @@ class RNNClassifier:
             :attr:`last_grad_norm` are exactly as before the call.
         """
         dp, extra = self._dp, {}
-        if dp is None:
+        try:
             x = self._x(x)
             labels = self._labels(labels, x.shape[0])
-        else:  # every process learns whether all can take the step, before anyone does
-            error = None
-            try:
-                x = self._x(x)
-                labels = self._labels(labels, x.shape[0])
-            except Exception as e:
-                error = e
-            total = dp.agree("train_step", error, None if error else x.shape[0])
-            from fastrnn.distributed import _chunk_rows
-
-            extra = {"shard": (total, dp.rank * x.shape[0] // _chunk_rows(total)),
-                     "gather": dp.gather}
+        except Exception as e:
+            if dp is None:
+                raise
+            dp.agree("train_step", e)  # raises in every process: none takes the step
+        if dp is not None:  # every process learns whether all can take the step, before any does
+            extra = {"shard": dp.agree("train_step", None, x.shape[0]), "gather": dp.gather}
         step = self.step + 1
         loss, acc, norm, applied = self._kernels.train_step(
             self.params, self.m, self.v, step, x, labels, self.lr, self.beta1, self.beta2,
@@ -409,21 +408,20 @@ class RNNClassifier:
             negative second moment), from which training would write NaN or inf. The message
             names the file and the entry.
         """
+        _check_device(device, backend)
+        _check_comm(comm, device, backend)
         if comm is not None:
             from fastrnn.distributed import DataParallel
 
             dp, error = DataParallel(comm), None
             try:
                 model = cls.load(path, device, backend=backend)
-                if device != "cpu" or backend is not None:
-                    model = cls(device=device, backend=backend, comm=comm)  # refused: why
             except Exception as e:
                 error = e
             dp.agree("load", error)
             model._dp = dp
             dp.broadcast(model.params, model.m, model.v)
             return model
-        _check_device(device, backend)
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as f:

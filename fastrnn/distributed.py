@@ -90,8 +90,10 @@ class DataParallel:
     def agree(self, what: str, error: BaseException | None, batch: int | None = None):
         """Every process's error (and local batch size) exchanged; raise in every process if
         any failed (its own error where it failed, a ``RuntimeError`` naming the failed ranks
-        elsewhere) or if the batches differ or do not split into whole chunks. Returns the
-        global batch (None without ``batch``). ``what``: the operation, for the messages."""
+        elsewhere) or if the batches differ or do not split into whole chunks. Returns this
+        process's ``(global batch, number of its first chunk)``, the ``shard`` of
+        ``train_cpu.ClassifierStep`` (None without ``batch``). ``what``: the operation, for the
+        messages."""
         told = self.comm.allgather((batch, None if error is None else
                                     "".join(traceback.format_exception_only(error)).strip()))
         failed = [(r, msg) for r, (_, msg) in enumerate(told) if msg is not None]
@@ -109,4 +111,4 @@ class DataParallel:
         total = sizes[0] * self.size
         if (why := world_problem(total, self.size)) is not None:
             raise ValueError(f"x: {why}; no process took the step")
-        return total
+        return total, self.rank * batch // _chunk_rows(total)

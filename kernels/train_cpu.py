@@ -42,7 +42,6 @@ Check: ``pytest tests/test_kernels_cpu.py``. Time: ``pytest bench/ --benchmark-o
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -617,14 +616,13 @@ class ClassifierStep:
                     chunk_args)
             compile_in_two_processes(*_compile_halves(*args))
             self._chunk_step = address_of(_chunk_step, (types.int64, typeof(chunk_args)))
-        run = functools.partial(step_kernel, params, m, v, self.saved, self.out_offsets,
-                                self.hyper, step)
-        if gather is None:
-            loss, correct, norm, applied = run(WHOLE, self._chunk_step, chunk_args)
-        else:
-            run(CHUNKS, self._chunk_step, chunk_args)
+        if gather is not None:  # data-parallel: this process's chunks, every process's partials
+            step_kernel(params, m, v, self.saved, self.out_offsets, self.hyper, step, CHUNKS,
+                        self._chunk_step, chunk_args)
             gather(self.partials)
-            loss, correct, norm, applied = run(TAIL, self._chunk_step, chunk_args)
+        loss, correct, norm, applied = step_kernel(
+            params, m, v, self.saved, self.out_offsets, self.hyper, step,
+            WHOLE if gather is None else TAIL, self._chunk_step, chunk_args)
         B = int(self.dist[0])
         return loss / B, correct / B, norm, applied
 

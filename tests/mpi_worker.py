@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 
 import numpy as np
@@ -25,7 +26,7 @@ B, T, I, H, C = 64, 7, 5, 13, 4
 
 
 def comm_or_none():
-    if "OMPI_COMM_WORLD_SIZE" not in __import__("os").environ:
+    if "OMPI_COMM_WORLD_SIZE" not in os.environ:
         return None
     from mpi4py import MPI
 

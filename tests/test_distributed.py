@@ -70,7 +70,7 @@ def test_faults_stop_every_process_together():
     assert s0[0][0] == "RuntimeError" and "rank(s) 1 raised ValueError" in s0[0][1]
     # 2) NaN in rank 1's rows: the global loss is NaN in both, both refuse the step
     assert s0[1][0] == s1[1][0] == "FloatingPointError"
-    # 3) unequal batches (64 vs 56 rows... 32 vs 24 per rank): refused everywhere
+    # 3) unequal batches (32 rows on rank 0, 24 on rank 1): refused everywhere
     assert s0[2][0] == s1[2][0] == "ValueError" and "same number of rows" in s0[2][1]
     # nothing changed, in either process
     assert {s[-1] for s in s0[:3] + s1[:3]} == {start}
@@ -197,3 +197,11 @@ def test_torch_rnn_under_ddp_matches_nn_rnn_under_ddp(tmp_path):
     assert len(names) == 3 * 8 + 8  # 3 steps x 8 gradients, 8 final weights (2 layers)
     for name in names:
         assert_close(name, ranks[0]["theirs." + name], ranks[0]["ours." + name], KERNEL_F64)
+
+
+def test_load_with_comm_is_refused_off_the_cpu_kernels(tmp_path):
+    import fastrnn
+
+    fastrnn.RNNClassifier(4, 3, 1, 2).save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="comm: expected None unless device='cpu'"):
+        fastrnn.RNNClassifier.load(tmp_path / "m.npz", backend="reference", comm=object())
