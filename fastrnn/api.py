@@ -155,7 +155,7 @@ def rnn_step(x, h, w_ih, w_hh, b, *, backend=None):
 
     ``h_new = tanh(W_ih x + W_hh h + b)``, forward only. On NumPy arrays of one dtype, already
     C-contiguous, the call costs a few microseconds: its checks are a handful of comparisons and
-    the CPU backend runs one Numba call (BLAS products, ``kernels/rnn_gemm.py``).
+    the CPU backend runs one Numba call (``kernels/rnn_gemm.py``'s ``step_kernel``).
 
     Parameters
     ----------
