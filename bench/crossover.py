@@ -4,7 +4,8 @@
 For each batch and hidden size (I = H, T = 100, 1 layer), the classifier's training step and
 inference step on both strategies (``FASTRNN_CPU_STRATEGY``), alternating rounds in one process
 so that the machine's drift hits both (with a pause before each: OpenBLAS's threads spin for a
-while after a call, and would slow the fused kernels' OpenMP threads measured next); prints
+while after a call, ~0.1 ms with ``rnn_gemm.BLAS_THREAD_TIMEOUT``, ~0.1 s with OpenBLAS's own
+default, and would slow the fused kernels' OpenMP threads measured next); prints
 median ms and gemm/fused per point, then the smallest H at which GEMM wins training per batch.
 Run it once per compile target:
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.conftest import IMPLS, SHAPES, Shape, make_step, record
+from bench.conftest import IMPLS, SHAPES, Shape, flops, make_step, record
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -68,3 +68,19 @@ def test_stream_step(benchmark, impl):
     record(benchmark, STREAM, 1, False, impl, quantity="stream step",
            n_flops=2 * STREAM.B * STREAM.H * (STREAM.I + STREAM.H))  # no dense layer
     benchmark(step)
+
+
+#: a model run on a large batch and queried one sequence at a time, alternating: at H = 128 the
+#: CPU backend runs B = 64 on the fused strategy (OpenMP threads) and B = 1 on the GEMM one
+#: (BLAS's threads for the input projection), whose idle threads must not slow each other
+MIXED_BIG, MIXED_ONE = (Shape(f"mixed B{b} H128", B=b, T=100, I=128, H=128) for b in (64, 1))
+
+
+@pytest.mark.parametrize("impl", ["fastrnn-cpu", "torch"])
+def test_mixed_strategies(benchmark, impl):
+    """An inference step at B = 64 then one at B = 1, one after the other, as one round."""
+    big, one = (make_step(impl, s, 1, train=False) for s in (MIXED_BIG, MIXED_ONE))
+    record(benchmark, Shape("mixed B64+B1 H128", B=65, T=100, I=128, H=128), 1, False, impl,
+           quantity="inference, alternating batches",
+           n_flops=flops(MIXED_BIG, 1, False) + flops(MIXED_ONE, 1, False))
+    benchmark(lambda: (big(), one()))

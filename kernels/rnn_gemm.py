@@ -38,10 +38,24 @@ Time: ``pytest bench/ --benchmark-only`` (the shape grid, the stream step).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit
 
 from .rnn_cpu import _tanh, vector_bits
+
+#: How long (2^n cycles) SciPy's OpenBLAS, which ``np.dot`` calls here, keeps its idle worker
+#: threads spinning after a call. Its default, 28 (~0.1 s), starves the fused kernels' OpenMP
+#: threads on the same cores: a B = 64, H = 128 predict on the fused strategy took 6.5-7.7 ms
+#: right after a B = 1 predict on this one, 1.2-1.7 ms alone (2 vCPUs, Zen 5); with 18
+#: (~0.1 ms) 1.2-1.8 ms either way, and these kernels' own calls kept their speed (their GEMMs
+#: run back to back). OpenBLAS reads it when SciPy's BLAS loads, at the first GEMM here, so it
+#: takes effect unless the process loaded ``scipy.linalg`` before; a value the user set (not
+#: empty) is kept. ``bench/test_bench_cpu.py::test_mixed_strategies`` times the case.
+BLAS_THREAD_TIMEOUT = "18"
+if not os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = BLAS_THREAD_TIMEOUT
 
 #: Numba options of these kernels: cached, NumPy's error model, FMA contraction only (as
 #: ``_numba_env.JIT_OPTIONS``, with Numba's own pipeline: loop vectoriser on)

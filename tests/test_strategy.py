@@ -25,10 +25,13 @@ def test_choice_per_shape_and_vector_width(train, monkeypatch):
     assert cpu.choose(128, 31, train) == "fused"  # the showcase
     assert cpu.choose(64, crossover, train) == cpu.choose(256, crossover, train) == "gemm"
     assert cpu.choose(64, crossover - 1, train) == "fused"
-    # a batch of 1 fills one of a fused tile's ROWS rows: GEMM from 1/ROWS of the crossover
+    # a batch of 1 (row dots on the GEMM strategy) has its own crossover
+    batch1 = cpu.BATCH1_CROSSOVER_H[cpu.vector_bits()][train]
+    assert cpu.choose(1, batch1, train) == "gemm" and cpu.choose(1, batch1 - 1, train) == "fused"
+    # a batch of 2 fills two of a fused tile's ROWS rows: GEMM from 2/ROWS of the crossover
     rows = rnn_cpu.ROWS
-    assert cpu.choose(1, crossover // rows, train) == "gemm"
-    assert cpu.choose(1, crossover // rows - 1, train) == "fused"
+    assert cpu.choose(2, crossover * 2 // rows, train) == "gemm"
+    assert cpu.choose(2, crossover * 2 // rows - 1, train) == "fused"
     assert cpu.choose(rows // 2, crossover // 2, train) == "gemm"  # half a tile
     assert cpu.choose(rows // 2, crossover // 2 - 1, train) == cpu.choose(rows, crossover // 2,
                                                                            train) == "fused"
@@ -112,3 +115,20 @@ def test_every_entry_point_runs_the_chosen_strategy(entry, strategy, monkeypatch
                             lambda *a, _run=run, _used=used: calls.append(_used) or _run(*a))
     _entry_points()[entry]()
     assert calls and set(calls) == {strategy}, calls
+
+
+@pytest.mark.parametrize("preset", [None, "", "25"])
+def test_blas_threads_stop_spinning_soon_unless_the_user_chose(preset):
+    """SciPy's OpenBLAS (the GEMM strategy's ``np.dot``) gets ``OPENBLAS_THREAD_TIMEOUT`` =
+    ``rnn_gemm.BLAS_THREAD_TIMEOUT`` before it loads, so that its idle threads do not starve
+    the fused kernels' threads (``bench/test_bench_cpu.py::test_mixed_strategies``); a value the
+    user set is kept (an empty one is OpenBLAS's default: replaced)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    code = ("import os, sys; from fastrnn.kernels import rnn_gemm; "
+            "assert 'scipy.linalg' not in sys.modules; "  # not loaded yet: the value applies
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == (preset or rnn_gemm.BLAS_THREAD_TIMEOUT)

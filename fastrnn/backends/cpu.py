@@ -40,6 +40,12 @@ STRATEGIES = ("auto", "fused", "gemm")
 #: bench/crossover.py``; README, "CPU strategies"). 128 bits (SSE, NEON) is not measured: the
 #: fused kernels run the AVX2 tile there, on registers half as wide, so it is lowest.
 CROSSOVER_H = {512: (1024, 512), 256: (512, 256), 128: (128, 128)}
+#: per vector width, as CROSSOVER_H but at batch 1, where the GEMM strategy multiplies by row
+#: dots on one core (``rnn_gemm._matmul_t``) rather than BLAS: a classifier step at I = H, T =
+#: 100, strategies alternating (Zen 5; AVX2 build on it): inference GEMM 1.3-1.5x faster from H =
+#: 40 on both builds (H = 32: even); training even at H = 40-64 and 1.1-1.3x faster from H = 96
+#: with AVX-512, 1.2-1.3x faster from H = 40 on the AVX2 build
+BATCH1_CROSSOVER_H = {512: (40, 64), 256: (40, 40), 128: (40, 40)}
 #: the vector width of the compile target (bits), as the kernels see it
 vector_bits = rnn_cpu.vector_bits
 
@@ -53,13 +59,15 @@ def choose(batch: int, hidden: int, train: bool) -> str:
     parameters per vector width: the fused kernels compute every row of their tiles of
     ``rnn_cpu.ROWS`` rows (8 on AVX-512: a batch of 1 costs as much as one of 8), GEMMs only the
     batch's rows, so GEMM wins from ``CROSSOVER_H[bits][train] * batch / (batch rounded up to
-    ROWS)`` on (at batch 1 on AVX-512, an eighth).
+    ROWS)`` on; at batch 1 from ``BATCH1_CROSSOVER_H[bits][train]``.
     """
     asked = os.environ.get(STRATEGY_ENV, "auto")
     if asked not in STRATEGIES:
         raise ValueError(f"{STRATEGY_ENV}: expected one of {STRATEGIES}, got {asked!r}")
     if asked != "auto":
         return asked
+    if batch == 1:
+        return "gemm" if hidden >= BATCH1_CROSSOVER_H[vector_bits()][train] else "fused"
     rows = -(-batch // rnn_cpu.ROWS) * rnn_cpu.ROWS  # what the fused kernels compute
     return "gemm" if hidden * rows >= CROSSOVER_H[vector_bits()][train] * batch else "fused"
 
