@@ -29,13 +29,15 @@ state + counters, written atomically (:mod:`fastrnn.checkpoint`); ``--resume`` c
 newest and prints exactly the lines an uninterrupted run would (sec/iter aside). A run cut short
 by ``--max-steps`` in the middle of an epoch writes no checkpoint for that partial epoch.
 
-Data-parallel (``--distributed``, under ``mpiexec``/``srun``; CPU; needs mpi4py: ``pip install -e
+Data-parallel (``--distributed``, under ``mpiexec``/``srun``; needs mpi4py: ``pip install -e
 '.[mpi]'``): every process holds its share of each global batch (:mod:`fastrnn.distributed`) and
-runs ``cores on its node / processes on its node`` Numba threads; rank 0 prints and writes the
-checkpoints; each process evaluates the whole test set (no communication). The ``[sum]`` line
-(the SHA-256 of the final parameters included) is that of a one-process run, bit for bit, and a
-checkpoint resumes at any process count that splits the batch. An error in one process stops
-them all (``MPI_Abort``) instead of leaving the others waiting.
+runs ``cores on its node / processes on its node`` Numba threads (with ``--device cuda``: one GPU
+per process, gradients through NCCL); rank 0 prints and writes the checkpoints; each process
+evaluates the whole test set (no communication). On the CPU the ``[sum]`` line (the SHA-256 of the
+final parameters included) is that of a one-process run, bit for bit, and a checkpoint resumes at
+any process count that splits the batch; on CUDA the run repeats bit for bit at the same process
+count. An error in one process stops them all (``MPI_Abort``) instead of leaving the others
+waiting.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="continue from the newest checkpoint in --checkpoint-dir (from scratch "
                         "when there is none)")
     p.add_argument("--distributed", action="store_true",
-                   help="data-parallel over the processes of mpiexec/srun (CPU; needs mpi4py)")
+                   help="data-parallel over the processes of mpiexec/srun (needs mpi4py; with "
+                        "--device cuda one GPU per process, NCCL)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (the [trn]/[tst]/[sum] lines are still printed)")
     args = p.parse_args(argv)
@@ -120,8 +123,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--max-steps: expected an int >= 1, got {args.max_steps}")
     if args.backend == "reference" and args.device == "cuda":
         p.error("--backend reference runs on the CPU only: drop --device cuda")
-    if args.distributed and (args.device == "cuda" or args.backend == "reference"):
-        p.error("--distributed runs the CPU kernels: drop --device cuda / --backend reference")
+    if args.distributed and args.backend == "reference":
+        p.error("--distributed runs the CPU or CUDA kernels: drop --backend reference")
     if args.resume and args.checkpoint_dir is None:
         p.error("--resume needs --checkpoint-dir DIR")
     # written after the first epoch, or at the end: refuse a path that cannot be written now
@@ -381,11 +384,11 @@ def train(args, comm) -> int:
                  f"training images), got {args.batch_size}")
     rows = slice(None)  # this process's rows of each batch
     if comm is not None:
-        why = distributed.world_problem(args.batch_size, comm.Get_size())
+        why = distributed.world_problem(args.batch_size, comm.Get_size(), device)
         if why is not None:
             sys.exit(f"error: --distributed on {comm.Get_size()} processes: --batch-size "
                      f"{args.batch_size}: {why}")
-        rows = distributed.shard(args.batch_size, comm)
+        rows = distributed.shard(args.batch_size, comm, device)
     if ckpt is None:
         try:  # sizes the library refuses (too many parameters, more than the memory): one line
             model = fastrnn.RNNClassifier(INPUTS, args.hidden, args.layers, 10, device=device,

@@ -62,9 +62,9 @@ def _check_model_size(I: int, H: int, L: int, C: int, dtype: str, xp) -> None:
 
 def _check_comm(comm, device, backend) -> None:
     """The ``comm`` argument of :class:`RNNClassifier` and :meth:`RNNClassifier.load`."""
-    if comm is not None and (device != "cpu" or backend is not None):
-        check.fail("comm", "None unless device='cpu' and backend=None (data-parallel training "
-                   "runs the CPU kernels; CUDA with NCCL is not there yet)",
+    if comm is not None and backend is not None:
+        check.fail("comm", "None unless backend=None (data-parallel training runs the CPU or "
+                   "CUDA kernels, not the reference)",
                    f"a communicator with device={device!r}, backend={backend!r}")
 
 
@@ -169,13 +169,15 @@ class RNNClassifier:
         ``clip_by_global_norm``: all scaled by ``clip_norm / max(norm, clip_norm)``; see
         :func:`fastrnn.reference.clip_by_global_norm`). None or 0: no clipping.
     comm : mpi4py communicator or None
-        Data-parallel training (:mod:`fastrnn.distributed`; CPU only): every process of ``comm``
-        builds the model (rank 0's parameters are broadcast), and each :meth:`train_step` takes
-        this process's rows of one global batch (:func:`fastrnn.distributed.shard`) and returns
-        the loss and accuracy of the whole global batch; parameters, Adam state and results are
-        bitwise those of one process training on the global batches. :meth:`evaluate` and
-        :meth:`predict` run on the rows they are given, in each process, without communicating;
-        :meth:`save` writes from rank 0 only.
+        Data-parallel training (:mod:`fastrnn.distributed`): every process of ``comm`` builds
+        the model (rank 0's parameters are broadcast), and each :meth:`train_step` takes this
+        process's rows of one global batch (:func:`fastrnn.distributed.shard`) and returns the
+        loss and accuracy of the whole global batch. On the CPU, parameters, Adam state and
+        results are bitwise those of one process training on the global batches; on CUDA (one
+        GPU per process, gradients through NCCL) they are the same bits in every process and
+        from run to run at one process count, and agree with one process to float32 rounding.
+        :meth:`evaluate` and :meth:`predict` run on the rows they are given, in each process,
+        without communicating; :meth:`save` writes from rank 0 only.
 
     Attributes
     ----------
@@ -212,10 +214,17 @@ class RNNClassifier:
         _check_model_size(*sizes.values(), str(dtype), np if device == "cpu" else None)
         self.spec = ModelSpec(**sizes, dtype=str(dtype))
         self.device, self.seed = device, int(seed)
+        self._dp = None
+        if comm is not None:
+            from fastrnn.distributed import DataParallel
+
+            self._dp = DataParallel(comm, device)
         if device == "cuda":
             cupy, reason = _cupy_or_exit_reason()
             if cupy is None:
                 raise RuntimeError(f"device='cuda' is unavailable: {reason}")
+            if self._dp is not None:
+                self._dp.use_gpu()
             self.xp = cupy
             _check_model_size(*sizes.values(), str(dtype), cupy)
         else:
@@ -227,11 +236,7 @@ class RNNClassifier:
         self.v = self.xp.zeros_like(self.params)
         self.step = 0
         self.last_grad_norm: float | None = None
-        self._dp = None
-        if comm is not None:
-            from fastrnn.distributed import DataParallel
-
-            self._dp = DataParallel(comm)
+        if self._dp is not None:
             self._dp.broadcast(self.params, self.m, self.v)
 
     @property
@@ -308,7 +313,8 @@ class RNNClassifier:
                 raise
             dp.agree("train_step", e)  # raises in every process: none takes the step
         if dp is not None:  # every process learns whether all can take the step, before any does
-            extra = {"shard": dp.agree("train_step", None, x.shape[0]), "gather": dp.gather}
+            extra = {"shard": dp.agree("train_step", None, x.shape[0]),
+                     "gather": dp.gather if self.device == "cpu" else dp.sum_on_device}
         step = self.step + 1
         loss, acc, norm, applied = self._kernels.train_step(
             self.params, self.m, self.v, step, x, labels, self.lr, self.beta1, self.beta2,
@@ -413,8 +419,10 @@ class RNNClassifier:
         if comm is not None:
             from fastrnn.distributed import DataParallel
 
-            dp, error = DataParallel(comm), None
+            dp, error = DataParallel(comm, device), None
             try:
+                if device == "cuda":  # this process's GPU, before load puts arrays on one
+                    dp.use_gpu()
                 model = cls.load(path, device, backend=backend)
             except Exception as e:
                 error = e

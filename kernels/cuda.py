@@ -266,6 +266,15 @@ def adam_into(p, g, m, v, hyper, norm_part, overflow, loss=None, norm_out=None,
                  _p(applied_out), _i32(n), _i32(check)))
 
 
+def rank_sum_into(parts, out, offset: int, n_mean: int):
+    """``sum_in_rank_order``: ``out [k] = parts [N,k]`` summed over its rows in order, entries
+    whose index in the whole buffer (``offset + i``) is below ``n_mean`` divided by ``N``."""
+    N, k = parts.shape
+    _launch("classifier.cu", "sum_in_rank_order", L.rank_sum_launch(k),
+            (parts, out, _i32(N), _i32(k), np.int64(offset), np.int64(n_mean),
+             np.float32(1.0 / N)))
+
+
 def dense_xent(h, w_out, b_out, labels):
     """Convenience for tests: ``(loss, correct, logits, dlogits, dh, dw_out, db_out)``, all on the
     device, computed by the two classifier kernels."""

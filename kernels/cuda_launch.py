@@ -98,6 +98,12 @@ Entry points (``extern "C"``)
         its block 0 writes norm_out [1] (sqrt(sum of norm_part) as float) and applied_out [1]
         (1.0 applied, 0.0 not), both nullable.                          launch: adam_launch
 
+    void sum_in_rank_order(const float* parts, float* out, int N, int k, long long offset,
+                           long long n_mean, float inv_n)
+        parts [N, k] (row r: process r's copy of one shard of a data-parallel step's gradient
+        buffer); out [k] = the sum over r in rank order, times inv_n where offset + i < n_mean.
+                                                                        launch: rank_sum_launch
+
 Every kernel is deterministic: no atomics, fixed-order reductions.
 """
 
@@ -111,7 +117,7 @@ ENTRY_POINTS = {
     "rnn_backward.cu": ("rnn_bwd_warp", "rnn_bwd_block", "rnn_wgrad_partial",
                         "rnn_wgrad_reduce"),
     "classifier.cu": ("dense_xent_rows", "dense_grads_reduce", "grad_sumsq_partial",
-                      "adam_update"),
+                      "adam_update", "sum_in_rank_order"),
 }
 #: entry points whose register use matters most: no spills, no local-memory stack frame
 HOT_KERNELS = ("rnn_fwd_warp", "rnn_bwd_warp", "rnn_fwd_block", "rnn_bwd_block",
@@ -321,3 +327,12 @@ def adam_hyper(step: int, lr: float, beta1: float, beta2: float, eps: float,
     ``clip_norm`` 0 means no clipping."""
     return [lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**step,
             1.0 - beta2**step, clip_norm]
+
+
+#: sum_in_rank_order: threads per block (RANK_SUM_THREADS in classifier.cu)
+RANK_SUM_THREADS = 256
+
+
+def rank_sum_launch(k: int) -> Launch:
+    """``sum_in_rank_order``: one thread per element of the shard."""
+    return Launch((max(1, _cdiv(k, RANK_SUM_THREADS)), 1, 1), (RANK_SUM_THREADS, 1, 1), 0)

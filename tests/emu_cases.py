@@ -235,6 +235,22 @@ def check_adam_clip_inactive_is_exact(n, order="forward", seed=0):
         np.testing.assert_array_equal(on[name], off[name], err_msg=name)
 
 
+def check_rank_sum(N, k, offset, n_mean, order="forward", seed=0):
+    """``sum_in_rank_order`` against NumPy's left-to-right float32 sum over the rows (the same
+    operations in the same order: bit for bit), means below ``n_mean``."""
+    parts = f32(np.random.default_rng(seed + N * k).standard_normal((N, k)))
+    want = parts[0].copy()
+    for r in range(1, N):
+        want += parts[r]
+    idx = offset + np.arange(k)
+    want = np.where(idx < n_mean, want * np.float32(1.0 / N), want)
+    out = nans(k)
+    load(KERNELS / "classifier.cu").launch(
+        "sum_in_rank_order", *L.rank_sum_launch(k), parts, out, i32(N), i32(k), np.int64(offset),
+        np.int64(n_mean), np.float32(1.0 / N), order=order, seed=seed)
+    np.testing.assert_array_equal(out, want)
+
+
 #: non-finite steps of check_adam_skips: how the gradient, the loss or the update is broken
 NONFINITE = ("nan_grad", "inf_grad", "norm_overflow", "inf_loss", "nan_loss", "lr_overflow",
              "v_overflow")

@@ -227,6 +227,15 @@ def test_adam_clipped_many_norm_blocks(n):
     cases.check_adam(n, 7, 0.5, seed=1)
 
 
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("N,k,offset,n_mean", [(1, 1, 0, 0), (2, 300, 300, 599), (3, 257, 0, 10),
+                                               (8, 1000, 7000, 7999)])
+def test_sum_in_rank_order(N, k, offset, n_mean, order):
+    """The data-parallel gradient exchange's sum: rows in rank order, means below n_mean (the
+    last shard of a buffer whose final entry is a count, not a mean)."""
+    cases.check_rank_sum(N, k, offset, n_mean, order=order, seed=3)
+
+
 def test_adam_clip_handles_gradients_whose_squares_overflow_float32():
     """|g| ~ 1e30: g*g overflows float32 but not the double sum; the clipped step is finite."""
     cases.check_adam(300, 2, 1.0, grad_scale=1e30)

@@ -59,10 +59,12 @@ def test_two_processes_give_one_process_bits(layers):
     assert [d["digest"] for d in two] == [one[0]["digest"]] * 2, (one, two)
 
 
-def test_faults_stop_every_process_together():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda_emu)])
+def test_faults_stop_every_process_together(device):
     """A bad input on one rank, NaN in one rank's rows and unequal batches: every rank raises
-    and none takes the step (the parameters stay equal); the next good step runs on both."""
-    r0, r1 = run(2, "faults")
+    and none takes the step (the parameters stay equal); the next good step runs on both.
+    cuda: on the emulated GPUs (``tests/mpi_worker.py``'s ``cuda`` case)."""
+    r0, r1 = run(2, "faults", *(["cuda"] if device == "cuda" else []))
     s0, s1 = r0["steps"], r1["steps"]
     start = s0[0][-1]
     # 1) rank 1's x has the wrong input size: it raises its ValueError, rank 0 names rank 1
@@ -101,6 +103,15 @@ def test_world_size_must_split_the_batch_into_whole_chunks(batch, size, ok):
         assert near > batch and distributed.world_problem(near, size) is None
 
 
+@pytest.mark.parametrize("batch,size,ok", [(128, 8, True), (128, 3, False), (6, 6, True)])
+def test_on_cuda_the_world_size_must_split_the_batch_into_equal_shares(batch, size, ok):
+    why = distributed.world_problem(batch, size, "cuda")
+    assert (why is None) == ok, why
+    if not ok:
+        assert why == ("a global batch of 128 rows splits into equal shares among 1, 2, 4, 8, "
+                       "16, 32, 64, 128 processes, not 3; for 3 processes use a batch of 129")
+
+
 def test_shard_names_the_batch():
     class Comm:  # the two calls shard makes
         def Get_size(self):
@@ -114,11 +125,42 @@ def test_shard_names_the_batch():
         distributed.shard(128, Comm())
 
 
-def test_comm_is_refused_off_the_cpu_kernels():
+@pytest.mark.gpu
+def test_cuda_processes_on_real_gpus_agree_and_repeat():
+    """The emulated test's claims on real GPUs and NCCL (2 processes, one GPU each)."""
+    cupy = pytest.importorskip("cupy", reason="no CuPy")
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs 2 GPUs (NCCL takes one GPU per process)")
+    two = run(2, "cuda", "33", "2", "real")
+    assert two[0]["digest"] == two[1]["digest"]
+    assert run(2, "cuda", "33", "2", "real")[0]["digest"] == two[0]["digest"]
+
+
+def test_comm_is_refused_with_the_reference():
     import fastrnn
 
-    with pytest.raises(ValueError, match="comm: expected None unless device='cpu'"):
+    with pytest.raises(ValueError, match="comm: expected None unless backend=None"):
         fastrnn.RNNClassifier(backend="reference", comm=object())
+
+
+@pytest.mark.cuda_emu
+@pytest.mark.parametrize("H,layers", [(13, 1), (33, 2)], ids=["warp-path", "block-path"])
+def test_cuda_processes_agree_with_each_other_and_from_run_to_run(H, layers):
+    """The CUDA step on 2 emulated GPUs (NCCL stood in by MPI): every process ends with the same
+    bits, a second run gives them again, and they agree with one process on the global batches
+    to float32 rounding (not bitwise: see fastrnn.distributed)."""
+    import numpy as np
+
+    from tests.tolerances import KERNEL_F32_BACKWARD, assert_close
+
+    two = run(2, "cuda", str(H), str(layers))
+    assert two[0]["digest"] == two[1]["digest"], "the processes' parameters differ"
+    assert run(2, "cuda", str(H), str(layers))[0]["digest"] == two[0]["digest"], "not repeatable"
+    one = run(None, "cuda", str(H), str(layers))[0]
+    assert_close("params after 6 steps", np.array(one["params"]), np.array(two[0]["params"]),
+                 KERNEL_F32_BACKWARD)
+    assert_close("loss, accuracy, norm", np.array(one["last"]), np.array(two[0]["last"]),
+                 KERNEL_F32_BACKWARD)
 
 
 EXAMPLE = str(ROOT / "examples" / "train_mnist.py")
@@ -199,9 +241,9 @@ def test_torch_rnn_under_ddp_matches_nn_rnn_under_ddp(tmp_path):
         assert_close(name, ranks[0]["theirs." + name], ranks[0]["ours." + name], KERNEL_F64)
 
 
-def test_load_with_comm_is_refused_off_the_cpu_kernels(tmp_path):
+def test_load_with_comm_is_refused_with_the_reference(tmp_path):
     import fastrnn
 
     fastrnn.RNNClassifier(4, 3, 1, 2).save(tmp_path / "m.npz")
-    with pytest.raises(ValueError, match="comm: expected None unless device='cpu'"):
+    with pytest.raises(ValueError, match="comm: expected None unless backend=None"):
         fastrnn.RNNClassifier.load(tmp_path / "m.npz", backend="reference", comm=object())

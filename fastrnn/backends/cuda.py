@@ -86,6 +86,9 @@ class _Buffers:
         self.eager_steps = 0
         self.infer_key = None  # (params pointer, size) of infer_plan
         self.infer_plan = None
+        # a data-parallel step's gradients, then its loss and correct rows, then zeros up to a
+        # multiple of the number of processes (fastrnn.distributed.DataParallel.sum_on_device)
+        self.exchange = None
 
 
 class _CudaClassifier:
@@ -152,19 +155,36 @@ class _CudaClassifier:
             kern(grid, block, args)
         return pv, bf.hn[-1]
 
-    def _enqueue_step(self, params, m, v, x, labels, bf: _Buffers, stream_ptr):
-        """Every launch of one training step, on the current stream (which is ``stream_ptr``)."""
+    def _exchange(self, bf: _Buffers, processes: int):
+        """``bf.exchange`` for ``processes`` processes (zeroed when made: the padding stays 0)."""
+        n = self.spec.size
+        size = -(-(n + 2) // processes) * processes
+        if bf.exchange is None or bf.exchange.size != size:
+            bf.exchange = _cp().zeros(size, dtype=_cp().float32)
+        return bf.exchange
+
+    def _enqueue_step(self, params, m, v, x, labels, bf: _Buffers, stream_ptr, sum_on_device=None,
+                      processes=1):
+        """Every launch of one training step, on the current stream (which is ``stream_ptr``).
+        ``sum_on_device``: a data-parallel step (``DataParallel.sum_on_device``) over
+        ``processes`` processes: the gradients, loss and correct rows of this process's rows go
+        into ``bf.exchange``, are averaged (summed) over the processes there, then Adam runs on
+        them in every process."""
         cp = _cp()
         k = _kernels()
         spec = self.spec
-        C = spec.num_classes
+        C, n = spec.num_classes, spec.size
         pv = views(params, spec)
-        gv = views(bf.grad, spec)
+        grad, out2 = bf.grad, bf.stats
+        if sum_on_device is not None:
+            ex = self._exchange(bf, processes)
+            grad, out2 = ex[:n], ex[n:n + 2]
+        gv = views(grad, spec)
         h_top = self._forward(params, x, bf)
         k.dense_xent_into(h_top, pv["w_out"], pv["b_out"], labels, None, bf.row_loss,
                           bf.row_correct, bf.dlogits, bf.dh_top)
         k.dense_reduce_into(bf.dlogits, h_top, bf.row_loss, bf.row_correct, gv["w_out"],
-                            gv["b_out"], bf.stats, C)
+                            gv["b_out"], out2, C)
         lys = layers(params, spec)
         dy = None
         for i in reversed(range(spec.num_layers)):
@@ -175,15 +195,22 @@ class _CudaClassifier:
                             w_ih, w_hh, bf.ys[i], None, False, bf.dz, dx, bf.dh0,
                             gv[f"w_ih_l{i}"], gv[f"w_hh_l{i}"], gv[f"b_l{i}"], bf.wg_part)
             dy = dx
+        if sum_on_device is not None:  # means of the gradients and the loss, sum of correct rows
+            sum_on_device(ex, n + 1)
+            bf.stats[0:2] = out2
         cp.cuda.runtime.memcpyAsync(bf.hyper.data.ptr, bf._pin_hyper.ptr, bf.hyper.nbytes, _H2D,
                                     stream_ptr)
-        k.adam_into(params, bf.grad, m, v, bf.hyper, bf.norm_part, bf.overflow, bf.loss, bf.norm,
+        k.adam_into(params, grad, m, v, bf.hyper, bf.norm_part, bf.overflow, bf.loss, bf.norm,
                     bf.applied)
         cp.cuda.runtime.memcpyAsync(bf._pin_out.ptr, bf.stats.data.ptr, bf.stats.nbytes, _D2H,
                                     stream_ptr)
 
     # -- contract -------------------------------------------------------------------------------
-    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
+    def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm,
+                   shard=None, gather=None):
+        """``shard``, ``gather``: a data-parallel step (``fastrnn.distributed``): ``shard`` =
+        (global batch, number of processes), ``gather`` = ``DataParallel.sum_on_device``; it
+        runs eagerly (no graph)."""
         cp = _cp()
         from fastrnn.kernels import cuda_launch
 
@@ -193,6 +220,11 @@ class _CudaClassifier:
         if labels.dtype != cp.int64:
             labels = labels.astype(cp.int64)
         bf.pin_hyper[:] = cuda_launch.adam_hyper(step, lr, beta1, beta2, eps, clip_norm)
+        if shard is not None:
+            stream = cp.cuda.get_current_stream()
+            self._enqueue_step(params, m, v, x, labels, bf, stream.ptr, gather, shard[1])
+            stream.synchronize()
+            return self._results(bf, shard[0])
 
         key = (params.data.ptr, m.data.ptr, v.data.ptr)
         # The first step runs eagerly (compiles and loads every kernel), later ones replay.
@@ -210,11 +242,12 @@ class _CudaClassifier:
         return self._results(bf)
 
     @staticmethod
-    def _results(bf: _Buffers):
+    def _results(bf: _Buffers, batch: int | None = None):
         """``(loss, acc, grad_norm, applied)`` from the pinned readback of the step just
-        synchronised."""
+        synchronised; ``batch``: the rows the step's correct count is out of (default: its
+        own)."""
         out = bf.pin_out
-        return float(out[0]), float(out[1]) / bf.B, float(out[2]), bool(out[3])
+        return float(out[0]), float(out[1]) / (batch or bf.B), float(out[2]), bool(out[3])
 
     def _replay(self, params, m, v, x, labels, bf: _Buffers, key):
         cp = _cp()

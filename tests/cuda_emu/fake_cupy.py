@@ -10,7 +10,9 @@ Python (the API edge with "CuPy" arrays, the classifier's step and its CUDA-grap
   (``harness.load``), and each launch runs there to completion, in program order;
 - streams and events only keep program order (the emulator runs one launch at a time); stream
   capture records launches and copies into a graph whose ``launch`` replays them;
-- page-locked host memory is plain host memory.
+- page-locked host memory is plain host memory;
+- ``cuda.nccl`` (send/recv in groups, all-gather) runs on MPI, each process of an ``mpiexec``
+  run standing for one GPU (``tests/mpi_worker.py``'s ``cuda`` case).
 
 What this cannot check: the CUDA runtime's own rules (which calls a capture accepts, concurrency
 between streams, what a copy costs). Those need a GPU (``pytest -m gpu``).
@@ -46,6 +48,9 @@ class FakeArray(np.ndarray):
 
     def get(self) -> np.ndarray:
         return np.array(self)
+
+    def set(self, host) -> None:
+        self[...] = host
 
 
 def _fake(a) -> FakeArray:
@@ -191,14 +196,73 @@ class _Pinned(bytearray):
         return ctypes.addressof(ctypes.c_char.from_buffer(self))
 
 
+def _host(ptr: int, count: int) -> np.ndarray:
+    """The float32 ``[count]`` at address ``ptr`` (a fake device pointer is a host one)."""
+    return np.ctypeslib.as_array((ctypes.c_float * count).from_address(ptr))
+
+
+class _NcclCommunicator:
+    """CuPy's ``cupy.cuda.nccl.NcclCommunicator`` (the calls ``fastrnn.distributed`` makes), on
+    MPI's world communicator: each process of an ``mpiexec`` run plays one GPU of the NCCL
+    communicator, float32 buffers only. Point-to-point calls inside ``groupStart``/``groupEnd``
+    are posted as non-blocking MPI calls and completed at ``groupEnd``, as NCCL runs a group."""
+
+    def __init__(self, ndev: int, commId: bytes, rank: int):
+        from mpi4py import MPI
+
+        self._mpi, self._comm = MPI, MPI.COMM_WORLD
+        assert (self._comm.Get_size(), self._comm.Get_rank()) == (ndev, rank), (ndev, rank)
+
+    def _post(self, request) -> None:
+        if _nccl_group is None:
+            request.Wait()
+        else:
+            _nccl_group.append(request)
+
+    def send(self, sendbuf: int, count: int, datatype: int, peer: int, stream: int) -> None:
+        assert datatype == _nccl.NCCL_FLOAT32
+        self._post(self._comm.Isend(_host(sendbuf, count).copy(), dest=peer))
+
+    def recv(self, recvbuf: int, count: int, datatype: int, peer: int, stream: int) -> None:
+        assert datatype == _nccl.NCCL_FLOAT32
+        self._post(self._comm.Irecv(_host(recvbuf, count), source=peer))
+
+    def allGather(self, sendbuf: int, recvbuf: int, count: int, datatype: int,
+                  stream: int) -> None:
+        assert datatype == _nccl.NCCL_FLOAT32 and _nccl_group is None
+        size, rank = self._comm.Get_size(), self._comm.Get_rank()
+        out = _host(recvbuf, size * count)
+        in_place = sendbuf == recvbuf + 4 * rank * count
+        self._comm.Allgather(self._mpi.IN_PLACE if in_place else _host(sendbuf, count), out)
+
+
+_nccl_group: list | None = None  # the requests of the NCCL group in progress
+
+
+def _group_start() -> None:
+    global _nccl_group
+    _nccl_group = []
+
+
+def _group_end() -> None:
+    global _nccl_group
+    requests, _nccl_group = _nccl_group, None
+    for r in requests:
+        r.Wait()
+
+
+_nccl = SimpleNamespace(NCCL_FLOAT32=7, get_unique_id=lambda: b"fake-nccl-id",
+                        NcclCommunicator=_NcclCommunicator, groupStart=_group_start,
+                        groupEnd=_group_end)
+
 runtime = SimpleNamespace(
     getDeviceCount=lambda: 1, memcpyAsync=_memcpy_async,
     cudaDevAttrMaxSharedMemoryPerBlockOptin=97,
     deviceGetAttribute=lambda attr, device: 227 * 1024)
 cuda = SimpleNamespace(
     Stream=_Stream, Event=lambda **kw: _Event(), get_current_stream=lambda: _Stream(),
-    runtime=runtime, alloc_pinned_memory=_Pinned,
-    Device=lambda *a: SimpleNamespace(id=0, mem_info=(2**34, 2**34)))
+    runtime=runtime, alloc_pinned_memory=_Pinned, nccl=_nccl,
+    Device=lambda *a: SimpleNamespace(id=0, mem_info=(2**34, 2**34), use=lambda: None))
 
 
 @contextlib.contextmanager
@@ -217,6 +281,8 @@ def installed(monkeypatch):
     for cached in caches:
         cached.cache_clear()
     monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)  # for "from cupy.cuda import nccl"
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", _nccl)
     try:
         yield sys.modules[__name__]
     finally:
