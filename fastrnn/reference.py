@@ -11,12 +11,26 @@ Notation (one layer)::
     h0  [B,H]     w_ih [H,I]     w_hh [H,H]     b [H]     lengths [B] int, 0 <= lengths[b] <= T
 
     z_t = W_ih x_t + W_hh h_{t-1} + b
-    h_t = tanh(z_t)                                       for t <  lengths[b]
+    h_t = f(z_t)      f = tanh or relu (nonlinearity)     for t <  lengths[b]
     y_t = h_t   (and 0 for t >= lengths[b], where the state is carried: h_t = h_{t-1})
     h_n = h_{lengths[b]-1}   (h0 when lengths[b] == 0)
 
 These are TensorFlow's ``sequence_length`` semantics. The weight layout is PyTorch's with a single
-bias per layer, as in TF's BasicRNNCell (PyTorch's ``b_ih + b_hh`` is one bias here).
+bias per layer, as in TF's BasicRNNCell (PyTorch's ``b_ih + b_hh`` is one bias here). BPTT takes
+f' from the output: ``1 - y*y`` (tanh), ``y > 0`` (relu; 0 at the kink, as PyTorch).
+
+Bidirectional (``nn.RNN(bidirectional=True)``, TF's ``bidirectional_dynamic_rnn``): a reverse
+direction runs the same recurrence over each sequence's valid prefix reversed
+(:func:`reverse_sequence`: TF's ``reverse_sequence``, so it starts at step ``lengths[b]-1`` and
+padding stays zero); its outputs are put back in time order and concatenated after the forward
+direction's, ``[fw, bw]`` on the last axis. Stacked: layer ``k`` direction ``d`` is entry
+``2k + d`` of the weights and of ``h0``/``h_n`` (PyTorch's order), and layers above the first
+take ``2H`` inputs.
+
+Dropout between layers (``nn.RNN(dropout=p)``): in training, the output of every layer but the
+last is multiplied by a mask of 0 and ``1/(1-p)`` before it feeds the next layer. The masks come
+from :func:`dropout_mask`, a counter-based generator (Philox-4x32-10) keyed by (seed, step,
+layer), so every backend draws the same masks for the same seed.
 """
 
 from __future__ import annotations
@@ -41,8 +55,23 @@ def _alive(t: int, lengths: np.ndarray | None, batch: int) -> np.ndarray:
     return (t < np.asarray(lengths))[:, None]
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False):
-    """One tanh RNN layer over all T steps.
+#: the nonlinearities of the Elman cell
+NONLINEARITIES = ("tanh", "relu")
+
+
+def activation(z, nonlinearity: str = "tanh"):
+    """``tanh(z)`` or ``relu(z) = max(z, 0)``."""
+    return np.tanh(z) if nonlinearity == "tanh" else np.maximum(z, 0)
+
+
+def activation_grad(y, nonlinearity: str = "tanh"):
+    """The derivative of the activation at the step whose output is ``y``: ``1 - y*y`` (tanh),
+    ``1`` where ``y > 0`` else ``0`` (relu)."""
+    return 1 - y * y if nonlinearity == "tanh" else (y > 0).astype(y.dtype)
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, nonlinearity="tanh"):
+    """One RNN layer (``nonlinearity`` tanh or relu) over all T steps.
 
     Returns ``y`` (same layout as ``x``, last axis H) and ``h_n [B,H]``. ``h0=None`` means zeros.
     """
@@ -52,18 +81,20 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False):
     h = np.zeros((B, H), dtype=x.dtype) if h0 is None else h0
     ys = np.zeros((T, B, H), dtype=x.dtype)
     for t in range(T):
-        h_new = np.tanh(xs[t] @ w_ih.T + h @ w_hh.T + b)
+        h_new = activation(xs[t] @ w_ih.T + h @ w_hh.T + b, nonlinearity)
         alive = _alive(t, lengths, B)
         ys[t] = np.where(alive, h_new, 0)
         h = np.where(alive, h_new, h)
     return _time_major(ys, time_major), h
 
 
-def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False):
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
+                 nonlinearity="tanh"):
     """BPTT of :func:`rnn_forward`, given upstream gradients on every output and on the final state.
 
-    ``dy`` has the layout of ``y``; ``dh_n [B,H]``; ``y`` is the forward output (tanh' = 1 - y*y is
-    taken from it). ``dy`` or ``dh_n`` may be None (zeros). Returns ``dx, dh0, dw_ih, dw_hh, db``.
+    ``dy`` has the layout of ``y``; ``dh_n [B,H]``; ``y`` is the forward output (f' is taken from
+    it: :func:`activation_grad`). ``dy`` or ``dh_n`` may be None (zeros). Returns ``dx, dh0, dw_ih,
+    dw_hh, db``.
     Past a sequence's length the output is a constant zero, so its ``dy`` is ignored, and the
     gradient on the carried state passes through unchanged.
     """
@@ -78,7 +109,7 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False)
     for t in reversed(range(T)):
         alive = _alive(t, lengths, B)
         h_prev = ys[t - 1] if t > 0 else h0  # a running sequence's state at t-1 is its output
-        dz = np.where(alive, (dys[t] + dh) * (1 - ys[t] * ys[t]), 0)
+        dz = np.where(alive, (dys[t] + dh) * activation_grad(ys[t], nonlinearity), 0)
         dxs[t] = dz @ w_ih
         dw_ih += dz.T @ xs[t]
         dw_hh += dz.T @ h_prev
@@ -87,42 +118,152 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False)
     return _time_major(dxs, time_major), dh, dw_ih, dw_hh, db
 
 
-def stack_forward(x, h0, layers: Sequence[Layer], lengths=None, time_major=False):
-    """L stacked layers with separate weights: the input of layer k+1 is the output of layer k.
+def reverse_sequence(x, lengths=None, time_major=False):
+    """TF's ``reverse_sequence``: each sequence's first ``lengths[b]`` steps in reverse order,
+    the steps past its length left where they are (all T steps without ``lengths``). A new
+    array of ``x``'s layout; applied twice it gives ``x`` back."""
+    xs = _time_major(x, time_major)
+    T, B = xs.shape[:2]
+    out = xs.copy()
+    for i in range(B):
+        n = T if lengths is None else int(lengths[i])
+        out[:n, i] = xs[:n, i][::-1]
+    return _time_major(out, time_major)
 
-    ``h0`` is ``[L,B,H]`` or None. Returns the list of per-layer outputs ``ys`` (each the layout of
-    ``x`` with last axis H) and ``h_n [L,B,H]``.
+
+def bidirectional_forward(x, h0s, fw: Layer, bw: Layer, lengths=None, time_major=False,
+                          nonlinearity="tanh"):
+    """One bidirectional layer: ``y`` (``x``'s layout, last axis ``2H``: ``[fw, bw]``) and
+    ``(h_n_fw, h_n_bw)``; ``h0s`` is ``(h0_fw, h0_bw)`` or None. The reverse direction's final
+    state is its state after step 0 (its last step)."""
+    h0f, h0b = (None, None) if h0s is None else h0s
+    y_f, h_f = rnn_forward(x, h0f, *fw, lengths, time_major, nonlinearity)
+    y_r, h_b = rnn_forward(reverse_sequence(x, lengths, time_major), h0b, *bw, lengths,
+                           time_major, nonlinearity)
+    return np.concatenate([y_f, reverse_sequence(y_r, lengths, time_major)], axis=-1), (h_f, h_b)
+
+
+def bidirectional_backward(dy, dh_ns, x, h0s, fw: Layer, bw: Layer, y, lengths=None,
+                           time_major=False, nonlinearity="tanh"):
+    """BPTT of :func:`bidirectional_forward`: ``dy`` like ``y`` (or None), ``dh_ns`` =
+    ``(dh_n_fw, dh_n_bw)`` (or None). Returns ``dx``, ``(dh0_fw, dh0_bw)`` and the two
+    directions' ``(dw_ih, dw_hh, db)``."""
+    H = fw[1].shape[0]
+    h0f, h0b = (None, None) if h0s is None else h0s
+    dhf, dhb = (None, None) if dh_ns is None else dh_ns
+    dyf, dyb = (None, None) if dy is None else (dy[..., :H], dy[..., H:])
+    rev = lambda a: None if a is None else reverse_sequence(a, lengths, time_major)  # noqa: E731
+    dx_f, dh0_f, *g_f = rnn_backward(dyf, dhf, x, h0f, fw[0], fw[1], y[..., :H], lengths,
+                                     time_major, nonlinearity)
+    dx_r, dh0_b, *g_b = rnn_backward(rev(dyb), dhb, rev(x), h0b, bw[0], bw[1],
+                                     rev(y[..., H:]), lengths, time_major, nonlinearity)
+    return dx_f + rev(dx_r), (dh0_f, dh0_b), (tuple(g_f), tuple(g_b))
+
+
+def stack_forward(x, h0, layers: Sequence[Layer], lengths=None, time_major=False,
+                  nonlinearity="tanh", bidirectional=False, masks=None):
+    """L stacked layers with separate weights: the input of layer k+1 is the output of layer k
+    (times ``masks[k]``, dropout, when ``masks`` is given: L-1 arrays like those outputs).
+
+    ``layers``: L entries, or 2L with ``bidirectional`` (layer k's directions at 2k, 2k+1).
+    ``h0`` is ``[L,B,H]`` (``[2L,B,H]``) or None. Returns the list of per-layer outputs ``ys``
+    (each the layout of ``x`` with last axis H, or 2H; before dropout) and ``h_n`` (``[L,B,H]``,
+    ``[2L,B,H]``).
     """
+    D = 2 if bidirectional else 1
     ys, hs = [], []
     inp = x
-    for k, (w_ih, w_hh, b) in enumerate(layers):
-        y, h = rnn_forward(inp, None if h0 is None else h0[k], w_ih, w_hh, b, lengths, time_major)
+    for k in range(len(layers) // D):
+        h0k = None if h0 is None else h0[D * k:D * k + D]
+        if bidirectional:
+            y, h = bidirectional_forward(inp, h0k, layers[2 * k], layers[2 * k + 1], lengths,
+                                         time_major, nonlinearity)
+        else:
+            y, h = rnn_forward(inp, None if h0k is None else h0k[0], *layers[k], lengths,
+                               time_major, nonlinearity)
+            h = (h,)
         ys.append(y)
-        hs.append(h)
-        inp = y
+        hs += h
+        inp = y if masks is None or k == len(layers) // D - 1 else y * masks[k]
     return ys, np.stack(hs)
 
 
-def stack_backward(dy, dh_n, x, h0, layers: Sequence[Layer], ys, lengths=None, time_major=False):
-    """BPTT of :func:`stack_forward`.
+def stack_backward(dy, dh_n, x, h0, layers: Sequence[Layer], ys, lengths=None, time_major=False,
+                   nonlinearity="tanh", bidirectional=False, masks=None):
+    """BPTT of :func:`stack_forward` (same options).
 
-    ``dy``: gradient on the top layer's output (or None); ``dh_n [L,B,H]`` (or None); ``ys`` the
-    per-layer outputs from the forward. Returns ``dx``, ``dh0 [L,B,H]`` and per-layer
-    ``(dw_ih, dw_hh, db)``.
+    ``dy``: gradient on the top layer's output (or None); ``dh_n`` like ``h_n`` (or None); ``ys``
+    the per-layer outputs from the forward. Returns ``dx``, ``dh0`` like ``h0`` and per entry of
+    ``layers`` ``(dw_ih, dw_hh, db)``.
     """
-    L = len(layers)
-    grads: list[Layer] = [None] * L  # type: ignore[list-item]
-    dh0 = [None] * L
+    D = 2 if bidirectional else 1
+    L = len(layers) // D
+    grads: list[Layer] = [None] * (D * L)  # type: ignore[list-item]
+    dh0 = [None] * (D * L)
     d_out = dy
     for k in reversed(range(L)):
-        w_ih, w_hh, _ = layers[k]
-        inp = x if k == 0 else ys[k - 1]
-        d_in, dh0[k], dw_ih, dw_hh, db = rnn_backward(
-            d_out, None if dh_n is None else dh_n[k], inp, None if h0 is None else h0[k],
-            w_ih, w_hh, ys[k], lengths, time_major)
-        grads[k] = (dw_ih, dw_hh, db)
-        d_out = d_in
+        inp = x if k == 0 else (ys[k - 1] if masks is None else ys[k - 1] * masks[k - 1])
+        dhk = None if dh_n is None else dh_n[D * k:D * k + D]
+        h0k = None if h0 is None else h0[D * k:D * k + D]
+        if bidirectional:
+            d_in, dh0[2 * k:2 * k + 2], grads[2 * k:2 * k + 2] = bidirectional_backward(
+                d_out, dhk, inp, h0k, layers[2 * k], layers[2 * k + 1], ys[k], lengths,
+                time_major, nonlinearity)
+        else:
+            w_ih, w_hh, _ = layers[k]
+            d_in, dh0[k], *g = rnn_backward(d_out, None if dhk is None else dhk[0], inp,
+                                            None if h0k is None else h0k[0], w_ih, w_hh, ys[k],
+                                            lengths, time_major, nonlinearity)
+            grads[k] = tuple(g)
+        d_out = d_in if masks is None or k == 0 else d_in * masks[k - 1]
     return d_out, np.stack(dh0), grads
+
+
+#: Philox-4x32-10's multipliers and Weyl key increments (Salmon et al., SC'11; Random123)
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
+def philox4x32(counter, key):
+    """Philox-4x32-10: ``counter`` uint32 ``[4, n]``, ``key`` two uint32 -> uint32 ``[4, n]``
+    (ten rounds; checked against Random123's known-answer vectors in the tests)."""
+    c0, c1, c2, c3 = (np.asarray(c, np.uint64) for c in counter)
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    mask = np.uint64(0xFFFFFFFF)
+    m0, m1 = np.uint64(_PHILOX_M[0]), np.uint64(_PHILOX_M[1])
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + np.uint64(_PHILOX_W[0])) & mask, (k1 + np.uint64(_PHILOX_W[1])) & mask
+        p0, p1 = m0 * c0, m1 * c2  # 32 x 32 -> 64 bits: exact in uint64
+        c0, c1, c2, c3 = ((p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & mask,
+                          (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & mask)
+    return np.stack([c0, c1, c2, c3]).astype(np.uint32)
+
+
+def dropout_threshold(p: float) -> int:
+    """The uint32 below which a draw drops its element: ``round(p * 2**32)`` (so a mask keeps
+    each element with probability ``1 - p`` to within 2**-33, exactly on every backend)."""
+    return min(round(p * 2**32), 2**32 - 1)
+
+
+def dropout_mask(seed: int, step: int, layer: int, shape, p: float, dtype=np.float64,
+                 time_major: bool = False):
+    """The dropout mask of layer ``layer``'s output at training step ``step``: 0 where dropped,
+    ``1/(1-p)`` (rounded to ``dtype``) elsewhere, of ``shape`` = ``[B,T,D]`` (``[T,B,D]`` with
+    ``time_major``). Element (b, t, d) draws word 0 of Philox-4x32-10 at counter
+    ``(i mod 2**32, i div 2**32, step, layer)``, ``i = (b*T + t)*D + d`` (batch-major whatever
+    the layout), key ``(seed mod 2**32, seed div 2**32 mod 2**32)``, and is dropped when the draw
+    is below :func:`dropout_threshold`; ``p = 0`` keeps everything."""
+    if time_major:
+        return dropout_mask(seed, step, layer, (shape[1], shape[0], shape[2]), p, dtype
+                            ).swapaxes(0, 1)
+    i = np.arange(int(np.prod(shape)), dtype=np.uint64)
+    n = i.size
+    counter = (i & np.uint64(0xFFFFFFFF), i >> np.uint64(32), np.full(n, step % 2**32),
+               np.full(n, layer % 2**32))
+    draw = philox4x32(counter, (seed % 2**32, (seed >> 32) % 2**32))[0]
+    keep = draw >= np.uint32(dropout_threshold(p))
+    return np.where(keep, np.asarray(1 / (1 - p), dtype), np.asarray(0, dtype)).reshape(shape)
 
 
 def dense_forward(h, w, b):

@@ -22,3 +22,13 @@ def numeric_grad(f, a: np.ndarray) -> np.ndarray:
         a[i] = old
         g[i] = (up - down) / (2 * EPS)
     return g
+
+
+def assert_layer_grads_match(f, layers, grads) -> None:
+    """Each layer's ``(dw_ih, dw_hh, db)`` in ``grads`` against central differences of the
+    scalar ``f()`` with respect to the matching ``(w_ih, w_hh, b)`` of ``layers``."""
+    from tests.tolerances import FINITE_DIFF, assert_close
+
+    for k, (layer, g) in enumerate(zip(layers, grads, strict=True)):
+        for name, a, ga in zip(("dw_ih", "dw_hh", "db"), layer, g, strict=True):
+            assert_close(f"{name}[{k}]", numeric_grad(f, a), ga, FINITE_DIFF)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fastrnn import reference as ref
-from tests.gradcheck import numeric_grad
+from tests.gradcheck import assert_layer_grads_match, numeric_grad
 from tests.tolerances import FINITE_DIFF, assert_close
 
 
@@ -37,30 +37,6 @@ def test_rnn_gradients_match_finite_differences(time_major, lengths):
     grads = ref.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lens, time_major)
     for name, a, g in zip(("dx", "dh0", "dw_ih", "dw_hh", "db"), (x, h0, w_ih, w_hh, b), grads):
         assert_close(name, numeric_grad(objective, a), g, FINITE_DIFF)
-
-
-@pytest.mark.parametrize("time_major", [False, True])
-def test_stack_gradients_match_finite_differences(time_major):
-    rng = np.random.default_rng(2)
-    B, T, I, H, L = 3, 3, 2, 3, 3
-    x = rng.standard_normal((T, B, I) if time_major else (B, T, I))
-    h0 = rng.standard_normal((L, B, H)) * 0.5
-    layers = [(rng.standard_normal((H, I if k == 0 else H)) * 0.5,
-               rng.standard_normal((H, H)) * 0.5, rng.standard_normal(H) * 0.1) for k in range(L)]
-    lens = np.array([3, 0, 2])
-    ys, h_n = ref.stack_forward(x, h0, layers, lens, time_major)
-    dy, dh_n = rng.standard_normal(ys[-1].shape), rng.standard_normal(h_n.shape)
-
-    def objective():
-        ys, h_n = ref.stack_forward(x, h0, layers, lens, time_major)
-        return np.sum(ys[-1] * dy) + np.sum(h_n * dh_n)
-
-    dx, dh0, grads = ref.stack_backward(dy, dh_n, x, h0, layers, ys, lens, time_major)
-    assert_close("dx", numeric_grad(objective, x), dx, FINITE_DIFF)
-    assert_close("dh0", numeric_grad(objective, h0), dh0, FINITE_DIFF)
-    for k, (layer, g) in enumerate(zip(layers, grads)):
-        for name, a, ga in zip(("dw_ih", "dw_hh", "db"), layer, g):
-            assert_close(f"{name}_l{k}", numeric_grad(objective, a), ga, FINITE_DIFF)
 
 
 def test_dense_and_xent_gradients_match_finite_differences():
@@ -93,9 +69,7 @@ def test_classifier_grads_match_finite_differences():
     _, _, layer_grads, (dw_out, db_out) = ref.classifier_grads(x, labels, layers, w_out, b_out)
     assert_close("dw_out", numeric_grad(loss, w_out), dw_out, FINITE_DIFF)
     assert_close("db_out", numeric_grad(loss, b_out), db_out, FINITE_DIFF)
-    for k, (layer, g) in enumerate(zip(layers, layer_grads)):
-        for name, a, ga in zip(("dw_ih", "dw_hh", "db"), layer, g):
-            assert_close(f"{name}_l{k}", numeric_grad(loss, a), ga, FINITE_DIFF)
+    assert_layer_grads_match(loss, layers, layer_grads)
 
 
 @pytest.mark.parametrize("time_major", [False, True])
