@@ -274,17 +274,17 @@ def profile_kernels(kdir: Path, label: str):
     cases = [
         ("fwd_warp B128 T28 I28 H31", k("rnn_forward.cu", "rnn_fwd_warp", L.fwd_warp_launch(B),
          (x, w_ih, w_hh, b, null, null, y, hn, i32(B), i32(T), i32(I), i32(H), i32(1),
-          i32(sx[0]), i32(sx[1]), i32(sy[0]), i32(sy[1])))),
+          i32(sx[0]), i32(sx[1]), i32(sy[0]), i32(sy[1]), i32(0)))),
         ("dense_xent_rows B128 C10", k("classifier.cu", "dense_xent_rows", L.rows_launch(B, C),
          (hn, w_out, b_out, labels, null, row_loss, row_corr, dlog, dh, i32(B), i32(C), i32(H)))),
         ("dense_grads_reduce", k("classifier.cu", "dense_grads_reduce", L.reduce_launch(C, H),
          (dlog, hn, row_loss, row_corr, dw_out, db_out, out2, i32(B), i32(C), i32(H)))),
         ("bwd_warp (no dx)", k("rnn_backward.cu", "rnn_bwd_warp", L.bwd_warp_launch(B),
          (null, dh, null, w_hh, y, null, dz, null, dh0, i32(B), i32(T), i32(I), i32(H),
-          i32(sy[0]), i32(sy[1]), i32(sx[0]), i32(sx[1])))),
+          i32(sy[0]), i32(sy[1]), i32(sx[0]), i32(sx[1]), i32(0)))),
         ("bwd_warp (dy, dx)", k("rnn_backward.cu", "rnn_bwd_warp", L.bwd_warp_launch(B),
          (dyv, dh, w_hh, w_hh, y, null, dz, dx, dh0, i32(B), i32(T), i32(H), i32(H),
-          i32(sy[0]), i32(sy[1]), i32(sy[0]), i32(sy[1])))),
+          i32(sy[0]), i32(sy[1]), i32(sy[0]), i32(sy[1]), i32(0)))),
     ]
     if hasattr(L, "wgrad_partial_launch"):  # split-K weight gradients (round 2)
         part = arr(L.wgrad_part_size(B, T, I, H))
@@ -324,11 +324,11 @@ def profile_kernels(kdir: Path, label: str):
         ("fwd_block B64 T100 H256", k("rnn_forward.cu", "rnn_fwd_block",
          L.fwd_block_launch(B2, H2, spb, wsm),
          (xp2, wt2, b2, null, null, y2, hn2, i32(B2), i32(T2), i32(H2), i32(s2[0]), i32(s2[1]),
-          i32(s2[0]), i32(s2[1]), i32(spb), i32(wsm)))),
+          i32(s2[0]), i32(s2[1]), i32(spb), i32(wsm), i32(0)))),
         ("bwd_block B64 T100 H256", k("rnn_backward.cu", "rnn_bwd_block",
          L.bwd_block_launch(B2, H2, spb, wsm),
          (dz2, dh2, wt2, y2, null, dz2, dh2, i32(B2), i32(T2), i32(H2), i32(s2[0]), i32(s2[1]),
-          i32(spb), i32(wsm)))),
+          i32(spb), i32(wsm), i32(0)))),
     ]
     B3, H3 = 64, 128  # W_hh staged in shared memory when the plan allows (opt-in above 48 KB)
     xp3, y3, wt3, b3, hn3 = arr(B3, T2, H3), arr(B3, T2, H3), arr(H3, H3, scale=0.08), arr(H3), \
@@ -338,7 +338,7 @@ def profile_kernels(kdir: Path, label: str):
     cases.append((f"fwd_block B64 T100 H128 smem={wsm3}", k(
         "rnn_forward.cu", "rnn_fwd_block", L.fwd_block_launch(B3, H3, spb3, wsm3),
         (xp3, wt3, b3, null, null, y3, hn3, i32(B3), i32(T2), i32(H3), i32(s3[0]), i32(s3[1]),
-         i32(s3[0]), i32(s3[1]), i32(spb3), i32(wsm3)))))
+         i32(s3[0]), i32(s3[1]), i32(spb3), i32(wsm3), i32(0)))))
     for name, fn in cases:
         try:
             us = _time_graph(fn, reps=50 if "T100" not in name else 5)

@@ -26,7 +26,7 @@ HAVE_CPU = importlib.util.find_spec("fastrnn.backends.cpu") is not None
 IMPLS = ["fastrnn.torch.RNN", "nn.RNN"]
 
 
-def train_step(impl: str, shape: Shape, layers: int, seed: int = 0):
+def train_step(impl: str, shape: Shape, layers: int, seed: int = 0, nonlinearity: str = "tanh"):
     """A warmed-up training step closure: forward, cross-entropy on the last output, backward,
     Adam. Both implementations start from the same weights (nn.RNN's init under ``seed``)."""
     if impl.startswith("fastrnn") and not HAVE_CPU:
@@ -36,9 +36,10 @@ def train_step(impl: str, shape: Shape, layers: int, seed: int = 0):
     x, y = batch(shape)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(seed)
-    rnn = torch.nn.RNN(shape.I, shape.H, layers, batch_first=True)
+    rnn = torch.nn.RNN(shape.I, shape.H, layers, batch_first=True, nonlinearity=nonlinearity)
     if impl.startswith("fastrnn"):
-        fast = fastrnn.torch.RNN(shape.I, shape.H, layers, batch_first=True)
+        fast = fastrnn.torch.RNN(shape.I, shape.H, layers, batch_first=True,
+                                 nonlinearity=nonlinearity)
         fast.load_state_dict(rnn.state_dict())
         rnn = fast
     fc = torch.nn.Linear(shape.H, shape.C)
@@ -64,9 +65,12 @@ def _record(benchmark, group: str, shape: Shape, layers: int, impl: str) -> None
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("layers", [1, 3])
-def test_dropin_train_step(benchmark, layers, impl):
-    step = train_step(impl, SHOWCASE, layers)
-    _record(benchmark, "torch drop-in train", SHOWCASE, layers, impl)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_dropin_train_step(benchmark, layers, impl, nonlinearity):
+    """The drop-in's step against nn.RNN's, with either nonlinearity (relu: issue 18)."""
+    step = train_step(impl, SHOWCASE, layers, nonlinearity=nonlinearity)
+    group = "torch drop-in train" + ("" if nonlinearity == "tanh" else " relu")
+    _record(benchmark, group, SHOWCASE, layers, impl)
     benchmark(step)
 
 

@@ -28,6 +28,17 @@ def fail(name: str, expected: str, got) -> None:
     raise ValueError(f"{name}: expected {expected}, got {got}")
 
 
+#: the nonlinearities of the Elman cell (``fastrnn.reference.NONLINEARITIES``)
+NONLINEARITIES = ("tanh", "relu")
+
+
+def nonlinearity(name: str, value) -> str:
+    """``value`` if it is "tanh" or "relu", else ValueError naming ``name``."""
+    if not (isinstance(value, str) and value in NONLINEARITIES):
+        fail(name, "'tanh' or 'relu'", repr(value))
+    return value
+
+
 def positive_int(name: str, value) -> int:
     """An ``int`` >= 1 (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

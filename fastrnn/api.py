@@ -95,8 +95,10 @@ def _ready(xp, a):
     return a
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, *, backend=None):
-    """One tanh RNN layer over all T steps: ``h_t = tanh(W_ih x_t + W_hh h_{t-1} + b)``.
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, *, nonlinearity="tanh",
+                backend=None):
+    """One RNN layer over all T steps: ``h_t = f(W_ih x_t + W_hh h_{t-1} + b)``, f = tanh or
+    relu.
 
     Parameters
     ----------
@@ -115,6 +117,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, *, backend
         None means every sequence runs all T steps.
     time_major : bool
         Layout of ``x`` and ``y``.
+    nonlinearity : {"tanh", "relu"}
+        f, as ``torch.nn.RNN``'s ``nonlinearity``.
     backend : {None, "cpu", "reference", "cuda"}
         None picks by the array type; "reference" runs the NumPy reference.
 
@@ -123,8 +127,10 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, *, backend
     y : array [B,T,H] (or [T,B,H])
     h_n : array [B,H]
     """
+    check.nonlinearity("nonlinearity", nonlinearity)
     x, h0, w_ih, w_hh, b, lengths, _ = _check_layer(x, h0, w_ih, w_hh, b, lengths, time_major)
-    return _pick_backend(x, backend).rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+    return _pick_backend(x, backend).rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major,
+                                                 nonlinearity)
 
 
 def _step_ready(x, h, w_ih, w_hh, b) -> bool:
@@ -144,18 +150,21 @@ def _step_ready(x, h, w_ih, w_hh, b) -> bool:
             and w_ih.flags.c_contiguous and w_hh.flags.c_contiguous and b.flags.c_contiguous)
 
 
-def fast_step(x, h, w_ih, w_hh, b):
+def fast_step(x, h, w_ih, w_hh, b, nonlinearity="tanh"):
     """:func:`rnn_step` on the CPU when its fast path takes these arguments, else None."""
-    return get_backend("cpu").rnn_step(x, h, w_ih, w_hh, b) if _step_ready(x, h, w_ih, w_hh,
-                                                                             b) else None
+    if not ((nonlinearity == "tanh" or nonlinearity == "relu")
+            and _step_ready(x, h, w_ih, w_hh, b)):
+        return None
+    return get_backend("cpu").rnn_step(x, h, w_ih, w_hh, b, nonlinearity)
 
 
-def rnn_step(x, h, w_ih, w_hh, b, *, backend=None):
+def rnn_step(x, h, w_ih, w_hh, b, *, nonlinearity="tanh", backend=None):
     """One step of one layer, for online use (a stream of frames): state in, state out.
 
-    ``h_new = tanh(W_ih x + W_hh h + b)``, forward only. On NumPy arrays of one dtype, already
-    C-contiguous, the call costs a few microseconds: its checks are a handful of comparisons and
-    the CPU backend runs one Numba call (``kernels/rnn_gemm.py``'s ``step_kernel``).
+    ``h_new = f(W_ih x + W_hh h + b)`` (f = tanh or relu), forward only. On NumPy arrays of one
+    dtype, already C-contiguous, the call costs a few microseconds: its checks are a handful of
+    comparisons and the CPU backend runs one Numba call (``kernels/rnn_gemm.py``'s
+    ``step_kernel``).
 
     Parameters
     ----------
@@ -163,15 +172,16 @@ def rnn_step(x, h, w_ih, w_hh, b, *, backend=None):
     h : array [B,H] or None
         The state before the step; None means zeros.
     w_ih : array [H,I]    w_hh : array [H,H]    b : array [H]
-    backend : as in :func:`rnn_forward`
+    nonlinearity, backend : as in :func:`rnn_forward`
 
     Returns
     -------
     h_new : array [B,H] (a new array; also the step's output)
     """
-    h_new = fast_step(x, h, w_ih, w_hh, b) if backend is None else None
+    h_new = fast_step(x, h, w_ih, w_hh, b, nonlinearity) if backend is None else None
     if h_new is not None:
         return h_new
+    check.nonlinearity("nonlinearity", nonlinearity)
     xp = _xp(x)
     x2 = check.array("x", x, xp, 2, contiguous=False)
     if 0 in x2.shape:
@@ -183,13 +193,13 @@ def rnn_step(x, h, w_ih, w_hh, b, *, backend=None):
     x3, h, w_ih, w_hh, b, lengths, _ = _check_layer(x2[:, None, :], h, w_ih, w_hh, b, None,
                                                     False)
     chosen = _pick_backend(x3, backend)
-    if chosen.rnn_step is not None:
-        return chosen.rnn_step(x3[:, 0], h, w_ih, w_hh, b)  # x3: a C-contiguous [B,1,I]
-    return chosen.rnn_forward(x3, h, w_ih, w_hh, b, lengths, False)[1]
+    if chosen.rnn_step is not None:  # x3: a C-contiguous [B,1,I]
+        return chosen.rnn_step(x3[:, 0], h, w_ih, w_hh, b, nonlinearity)
+    return chosen.rnn_forward(x3, h, w_ih, w_hh, b, lengths, False, nonlinearity)[1]
 
 
 def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False, *,
-                 backend=None):
+                 nonlinearity="tanh", backend=None):
     """BPTT of :func:`rnn_forward`, given upstream gradients on every output and the final state.
 
     Parameters
@@ -201,8 +211,8 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
     x, h0, w_ih, w_hh, lengths, time_major
         As given to :func:`rnn_forward`.
     y : array like ``x`` with last axis H
-        The forward's output; ``tanh'`` is taken from it as ``1 - y*y``.
-    backend : as in :func:`rnn_forward`
+        The forward's output; f' is taken from it: ``1 - y*y`` (tanh), ``y > 0`` (relu).
+    nonlinearity, backend : as in :func:`rnn_forward`
 
     Returns
     -------
@@ -212,6 +222,7 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
     dw_hh : array [H,H]
     db : array [H]
     """
+    check.nonlinearity("nonlinearity", nonlinearity)
     # y (copied), dy (given or zeros), dx, and the CPU kernels' padded y, dy, dz and dx: 7 arrays
     x, h0, w_ih, w_hh, _, lengths, (xp, B, T, H) = _check_layer(
         x, h0, w_ih, w_hh, None, lengths, time_major, has_bias=False, out_arrays=7)
@@ -229,4 +240,4 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
     dy = xp.zeros(out_shape, dtype=x.dtype) if dy is None else _ready(xp, dy)
     dh_n = xp.zeros((B, H), dtype=x.dtype) if dh_n is None else _ready(xp, dh_n)
     return _pick_backend(x, backend).rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths,
-                                                  time_major)
+                                                  time_major, nonlinearity)

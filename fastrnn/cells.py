@@ -64,7 +64,8 @@ def keras_init(input_size: int, num_units: int, seed: int | None, dtype: str):
 
 
 class BasicRNNCell:
-    """A tanh RNN cell, TF1's ``BasicRNNCell``: ``h_t = tanh(W_ih x_t + W_hh h_{t-1} + b)``.
+    """An RNN cell, TF1's ``BasicRNNCell``: ``h_t = f(W_ih x_t + W_hh h_{t-1} + b)``, f = tanh
+    (TF's default) or relu (``activation="relu"``, TF's ``activation=tf.nn.relu``).
 
     The weights are created at the first call, when the input size is known (or by
     :meth:`build` / :meth:`set_weights`), with Keras's initialisers: Glorot-uniform ``w_ih``,
@@ -79,6 +80,8 @@ class BasicRNNCell:
         Seeds the initialisation (None: fresh entropy).
     dtype : {"float32", "float64"}
         Of the weights; inputs must have the same dtype.
+    activation : {"tanh", "relu"}
+        f (a name: TF takes the function itself).
 
     Attributes
     ----------
@@ -90,8 +93,10 @@ class BasicRNNCell:
         empty until then and after :meth:`zero_grad`.
     """
 
-    def __init__(self, num_units: int, *, seed: int | None = None, dtype: str = "float32"):
+    def __init__(self, num_units: int, *, seed: int | None = None, dtype: str = "float32",
+                 activation: str = "tanh"):
         self.num_units = check.positive_int("num_units", num_units)
+        self.activation = check.nonlinearity("activation", activation)
         if str(dtype) not in ("float32", "float64"):
             check.fail("dtype", "'float32' or 'float64'", repr(dtype))
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
@@ -132,7 +137,7 @@ class BasicRNNCell:
         NumPy arrays of the cell's dtype). For gradients run :func:`dynamic_rnn` with
         ``return_tape=True``."""
         if backend is None and self.built:
-            h = api.fast_step(inputs, state, self.w_ih, self.w_hh, self.b)
+            h = api.fast_step(inputs, state, self.w_ih, self.w_hh, self.b, self.activation)
             if h is not None:
                 return h, h
         xp = api._xp(inputs)
@@ -145,7 +150,8 @@ class BasicRNNCell:
             self._check_dtype("state", state)
             check.shape("state", state, (x.shape[0], self.num_units), "[B,H]")
         self.build(x.shape[1], xp)
-        h = api.rnn_step(x, state, self.w_ih, self.w_hh, self.b, backend=backend)
+        h = api.rnn_step(x, state, self.w_ih, self.w_hh, self.b, nonlinearity=self.activation,
+                         backend=backend)
         return h, h
 
     # --- weights ------------------------------------------------------------------------------
@@ -203,7 +209,8 @@ class BasicRNNCell:
                             f"got {a.dtype}")
 
     def __repr__(self) -> str:
-        return f"BasicRNNCell(num_units={self.num_units}, dtype={self.dtype.name!r})"
+        act = "" if self.activation == "tanh" else f", activation={self.activation!r}"
+        return f"BasicRNNCell(num_units={self.num_units}, dtype={self.dtype.name!r}{act})"
 
 
 class MultiRNNCell:
@@ -366,7 +373,8 @@ class RNNTape:
             w_ih, w_hh = self._weights[k]
             d_x, d_h0[k], dw_ih, dw_hh, db = api.rnn_backward(
                 d_y, d_state[k], self._xs[k], self._h0s[k], w_ih, w_hh, self._ys[k],
-                self._lengths, self._time_major, backend=self._backend)
+                self._lengths, self._time_major, nonlinearity=cell.activation,
+                backend=self._backend)
             g = {"w_ih": dw_ih, "w_hh": dw_hh, "b": db}
             if cell in weights:
                 weights[cell] = {n: weights[cell][n] + g[n] for n in WEIGHT_NAMES}
@@ -460,7 +468,7 @@ def _run(cell: Cell, x, initial_state, sequence_length, time_major: bool, backen
     for k, c in enumerate(cells):
         w_ih, w_hh = layer_weights[k]
         y, h = api.rnn_forward(inp, h0s[k], w_ih, w_hh, c.b, lengths, time_major,
-                               backend=backend)
+                               nonlinearity=c.activation, backend=backend)
         xs.append(inp)
         ys.append(y)
         states.append(h)

@@ -1,4 +1,4 @@
-"""``fastrnn.torch.RNN``: a drop-in ``torch.nn.RNN`` (tanh) that runs fastrnn's kernels.
+"""``fastrnn.torch.RNN``: a drop-in ``torch.nn.RNN`` (tanh or relu) that runs fastrnn's kernels.
 
 Swap one line, keep the rest of a PyTorch program::
 
@@ -100,14 +100,14 @@ def _check_supported(name: str, t: torch.Tensor) -> None:
 
 
 class _RNNLayer(torch.autograd.Function):
-    """One tanh layer: ``(x, h0, w_ih, w_hh, b) -> (y, h_n)`` through fastrnn's functional API.
+    """One layer: ``(x, h0, w_ih, w_hh, b) -> (y, h_n)`` through fastrnn's functional API.
 
     An empty batch (B = 0, which the API refuses) skips the kernels: empty outputs, and zero
     gradients for the weights and bias, as nn.RNN gives. Differentiable once only.
     """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b, lengths, time_major, backend):
+    def forward(ctx, x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity, backend):
         ctx.empty = x.shape[1 if time_major else 0] == 0
         if ctx.empty:
             H = w_hh.shape[0]
@@ -115,10 +115,12 @@ class _RNNLayer(torch.autograd.Function):
         else:
             with _torch_stream(x.device):
                 y, h_n = api.rnn_forward(_view(x), _view(h0), _view(w_ih), _view(w_hh), _view(b),
-                                         lengths, time_major, backend=backend)
+                                         lengths, time_major, nonlinearity=nonlinearity,
+                                         backend=backend)
                 y, h_n = _tensor(y), _tensor(h_n)
         ctx.save_for_backward(x, h0, w_ih, w_hh, y)
         ctx.lengths, ctx.time_major, ctx.backend = lengths, time_major, backend
+        ctx.nonlinearity = nonlinearity
         return y, h_n
 
     @staticmethod
@@ -134,20 +136,20 @@ class _RNNLayer(torch.autograd.Function):
         if ctx.empty:
             zero = torch.zeros_like
             return (zero(x), None if h0 is None else zero(h0), zero(w_ih), zero(w_hh),
-                    w_hh.new_zeros(w_hh.shape[0]), None, None, None)
+                    w_hh.new_zeros(w_hh.shape[0]), None, None, None, None)
         with _torch_stream(x.device):
             grads = api.rnn_backward(_view(dy), _view(dh_n), _view(x), _view(h0), _view(w_ih),
                                      _view(w_hh), _view(y), ctx.lengths, ctx.time_major,
-                                     backend=ctx.backend)
+                                     nonlinearity=ctx.nonlinearity, backend=ctx.backend)
             dx, dh0, dw_ih, dw_hh, db = (_tensor(g) for g in grads)
-        return dx, None if h0 is None else dh0, dw_ih, dw_hh, db, None, None, None
+        return dx, None if h0 is None else dh0, dw_ih, dw_hh, db, None, None, None, None
 
 
 class RNN(nn.Module):
-    """Drop-in ``torch.nn.RNN`` (tanh, unidirectional, no dropout) on fastrnn's kernels.
+    """Drop-in ``torch.nn.RNN`` (tanh or relu, unidirectional, no dropout) on fastrnn's kernels.
 
-    Not supported (``NotImplementedError``): ``nonlinearity="relu"``, ``dropout > 0``,
-    ``bidirectional=True``, and double backward (``create_graph=True``, higher-order gradients):
+    Not supported (``NotImplementedError``): ``dropout > 0``, ``bidirectional=True``, and
+    double backward (``create_graph=True``, higher-order gradients):
     use ``torch.nn.RNN`` for those.
 
     Parameters
@@ -156,8 +158,7 @@ class RNN(nn.Module):
         I and H.
     num_layers : int
         Stacked layers; layer k > 0 takes layer k-1's outputs.
-    nonlinearity : {"tanh"}
-        ``"relu"`` raises NotImplementedError.
+    nonlinearity : {"tanh", "relu"}
     bias : bool
         False: no ``bias_*`` parameters (zero bias).
     batch_first : bool
@@ -183,11 +184,7 @@ class RNN(nn.Module):
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
                  *, backend: str | None = None):
         super().__init__()
-        if nonlinearity == "relu":
-            raise NotImplementedError("nonlinearity='relu': fastrnn.torch.RNN implements tanh "
-                                      "only (use torch.nn.RNN for relu)")
-        if nonlinearity != "tanh":
-            check.fail("nonlinearity", "'tanh'", repr(nonlinearity))
+        check.nonlinearity("nonlinearity", nonlinearity)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
                 or not 0 <= dropout <= 1:
             check.fail("dropout", "a number in [0, 1]", repr(dropout))
@@ -202,7 +199,8 @@ class RNN(nn.Module):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.num_layers = check.positive_int("num_layers", num_layers)
-        self.nonlinearity, self.bias, self.batch_first = "tanh", bool(bias), bool(batch_first)
+        self.nonlinearity, self.bias = nonlinearity, bool(bias)
+        self.batch_first = bool(batch_first)
         self.dropout, self.bidirectional, self.proj_size = float(dropout), False, 0
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
@@ -237,6 +235,8 @@ class RNN(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
         if not self.bias:
             s += ", bias=False"
         if self.batch_first:
@@ -314,7 +314,7 @@ class RNN(nn.Module):
             y, h = _RNNLayer.apply(y, None if hx is None else hx[k],
                                    getattr(self, f"weight_ih_l{k}"),
                                    getattr(self, f"weight_hh_l{k}"), self._layer_bias(k, x),
-                                   lengths, time_major, self.backend)
+                                   lengths, time_major, self.nonlinearity, self.backend)
             states.append(h)
         h_n = torch.stack(states)
         if packed:

@@ -98,8 +98,9 @@ def _layer_dims(x, H: int, time_major: bool):
     return B, T, I, L.seq_strides(B, T, I, time_major), L.seq_strides(B, T, H, time_major)
 
 
-def forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n):
-    """Forward of one layer into ``y`` (layout of ``x``, last axis H) and ``h_n [B,H]``.
+def forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n, relu=False):
+    """Forward of one layer into ``y`` (layout of ``x``, last axis H) and ``h_n [B,H]``; relu
+    (``relu``) or tanh.
 
     One launch when ``H <= 32`` and ``I <= 32``; otherwise a GEMM for ``W_ih x`` first.
     ``h0`` and ``lengths`` may be None. All arrays C-contiguous float32 (lengths int32).
@@ -110,19 +111,20 @@ def forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n):
     if L.use_warp_path(H) and I <= L.WARP_MAX_I:
         _launch("rnn_forward.cu", "rnn_fwd_warp", L.fwd_warp_launch(B),
                 (x, w_ih, w_hh, b, _p(h0), _p(lengths), y, h_n, _i32(B), _i32(T), _i32(I),
-                 _i32(H), _i32(1), _i32(sx_b), _i32(sx_t), _i32(sy_b), _i32(sy_t)))
+                 _i32(H), _i32(1), _i32(sx_b), _i32(sx_t), _i32(sy_b), _i32(sy_t), _i32(relu)))
         return
     xp = cp.matmul(x.reshape(-1, I), w_ih.T)  # [B*T, H] in x's (b, t) order: strides of y
     if L.use_warp_path(H):
         _launch("rnn_forward.cu", "rnn_fwd_warp", L.fwd_warp_launch(B),
                 (xp, NULL, w_hh, b, _p(h0), _p(lengths), y, h_n, _i32(B), _i32(T), _i32(I),
-                 _i32(H), _i32(0), _i32(sy_b), _i32(sy_t), _i32(sy_b), _i32(sy_t)))
+                 _i32(H), _i32(0), _i32(sy_b), _i32(sy_t), _i32(sy_b), _i32(sy_t), _i32(relu)))
         return
     spb, w_in_smem = _block_plan(B, H)
     w_hh_t = cp.ascontiguousarray(w_hh.T)
     _launch("rnn_forward.cu", "rnn_fwd_block", L.fwd_block_launch(B, H, spb, w_in_smem),
             (xp, w_hh_t, b, _p(h0), _p(lengths), y, h_n, _i32(B), _i32(T), _i32(H),
-             _i32(sy_b), _i32(sy_t), _i32(sy_b), _i32(sy_t), _i32(spb), _i32(w_in_smem)))
+             _i32(sy_b), _i32(sy_t), _i32(sy_b), _i32(sy_t), _i32(spb), _i32(w_in_smem),
+             _i32(relu)))
 
 
 def weight_grads_into(dz, x, y, h0, time_major, dw_ih, dw_hh, db, part=None):
@@ -142,8 +144,9 @@ def weight_grads_into(dz, x, y, h0, time_major, dw_ih, dw_hh, db, part=None):
 
 
 def backward_into(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
-                  dz, dx, dh0, dw_ih, dw_hh, db, wg_part=None):
-    """BPTT of one layer into caller-owned buffers (three launches on the fast path).
+                  dz, dx, dh0, dw_ih, dw_hh, db, wg_part=None, relu=False):
+    """BPTT of one layer into caller-owned buffers (three launches on the fast path); relu
+    (``relu``) or tanh.
 
     ``dy``, ``dh_n``, ``h0``, ``lengths`` may be None; ``dx`` None skips the input gradient.
     ``dz`` (layout of ``y``) is scratch that the weight-gradient kernels read; it may be ``dy``.
@@ -158,13 +161,13 @@ def backward_into(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
         _launch("rnn_backward.cu", "rnn_bwd_warp", L.bwd_warp_launch(B),
                 (_p(dy), _p(dh_n), w_ih if fused_dx else NULL, w_hh, y, _p(lengths), dz,
                  dx if fused_dx else NULL, dh0, _i32(B), _i32(T), _i32(I), _i32(H),
-                 _i32(sy_b), _i32(sy_t), _i32(sx_b), _i32(sx_t)))
+                 _i32(sy_b), _i32(sy_t), _i32(sx_b), _i32(sx_t), _i32(relu)))
     else:
         fused_dx = False
         spb, w_in_smem = _block_plan(B, H)
         _launch("rnn_backward.cu", "rnn_bwd_block", L.bwd_block_launch(B, H, spb, w_in_smem),
                 (_p(dy), _p(dh_n), w_hh, y, _p(lengths), dz, dh0, _i32(B), _i32(T), _i32(H),
-                 _i32(sy_b), _i32(sy_t), _i32(spb), _i32(w_in_smem)))
+                 _i32(sy_b), _i32(sy_t), _i32(spb), _i32(w_in_smem), _i32(relu)))
     if dx is not None and not fused_dx:
         cp.matmul(dz.reshape(-1, H), w_ih, out=dx.reshape(-1, I))
     if L.use_warp_path(H):  # small: two kernels, capturable in the CUDA graph
@@ -196,7 +199,7 @@ def _weight_grads_gemm(dz, x, h0, y, time_major, dw_ih, dw_hh, db):
         dw_hh += cp.matmul(dzt[0].T, h0)
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False):
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False, nonlinearity="tanh"):
     """Same signature and result as :func:`fastrnn.reference.rnn_forward`, on CuPy arrays."""
     cp = _cupy()
     _check_f32(lengths, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
@@ -204,11 +207,12 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths=None, time_major=False):
     B = x.shape[1] if time_major else x.shape[0]
     y = cp.empty(x.shape[:2] + (H,), dtype=cp.float32)
     h_n = cp.empty((B, H), dtype=cp.float32)
-    forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n)
+    forward_into(x, h0, w_ih, w_hh, b, lengths, time_major, y, h_n, nonlinearity == "relu")
     return y, h_n
 
 
-def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False):
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
+                 nonlinearity="tanh"):
     """Same signature and result as :func:`fastrnn.reference.rnn_backward`, on CuPy arrays."""
     cp = _cupy()
     _check_f32(lengths, dy=dy, dh_n=dh_n, x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y)
@@ -219,7 +223,7 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False)
     dh0 = cp.empty((B, H), dtype=cp.float32)
     dw_ih, dw_hh, db = cp.empty_like(w_ih), cp.empty_like(w_hh), cp.empty(H, dtype=cp.float32)
     backward_into(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
-                  dz, dx, dh0, dw_ih, dw_hh, db)
+                  dz, dx, dh0, dw_ih, dw_hh, db, relu=nonlinearity == "relu")
     return dx, dh0, dw_ih, dw_hh, db
 
 

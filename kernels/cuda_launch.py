@@ -19,16 +19,16 @@ Entry points (``extern "C"``)
     void rnn_fwd_warp(const float* x, const float* w_ih, const float* w_hh, const float* b,
                       const float* h0, const int* lengths, float* y, float* h_n,
                       int B, int T, int I, int H, int project,
-                      int sx_b, int sx_t, int sy_b, int sy_t)
+                      int sx_b, int sx_t, int sy_b, int sy_t, int relu)
         H <= 32.  project=1: x [.., I] raw input, I <= 32, w_ih [H,I];
                   project=0: x [.., H] holds W_ih x_t already (strides sx), w_ih unused (nullable).
         b [H]; h0 [B,H] nullable (zeros); lengths [B] nullable (all T); y [.., H] (strides sy);
-        h_n [B,H].                                                      launch: fwd_warp_launch
+        h_n [B,H]. relu != 0: f = relu, else tanh (every RNN kernel).    launch: fwd_warp_launch
 
     void rnn_fwd_block(const float* xp, const float* w_hh_t, const float* b, const float* h0,
                        const int* lengths, float* y, float* h_n,
                        int B, int T, int H, int sx_b, int sx_t, int sy_b, int sy_t,
-                       int seq_per_block, int w_in_smem)
+                       int seq_per_block, int w_in_smem, int relu)
         any H <= 1024.  xp [.., H] = W_ih x_t (no bias); w_hh_t [H,H] = W_hh transposed
         (w_hh_t[k*H+j] = W_hh[j,k]); the rest as above.  seq_per_block, w_in_smem from block_plan.
                                                                         launch: fwd_block_launch
@@ -37,7 +37,8 @@ Entry points (``extern "C"``)
 
     void rnn_bwd_warp(const float* dy, const float* dh_n, const float* w_ih, const float* w_hh,
                       const float* y, const int* lengths, float* dz, float* dx, float* dh0,
-                      int B, int T, int I, int H, int sy_b, int sy_t, int sx_b, int sx_t)
+                      int B, int T, int I, int H, int sy_b, int sy_t, int sx_b, int sx_t,
+                      int relu)
         H <= 32.  dy [.., H] nullable (zeros), strides sy; dh_n [B,H] nullable; y [.., H] forward
         output; dz [.., H] out (strides sy; may alias dy); dx [.., I] out, nullable (not computed),
         needs I <= 32 when given, w_ih [H,I] nullable when dx is NULL; dh0 [B,H] out.
@@ -45,7 +46,8 @@ Entry points (``extern "C"``)
 
     void rnn_bwd_block(const float* dy, const float* dh_n, const float* w_hh, const float* y,
                        const int* lengths, float* dz, float* dh0,
-                       int B, int T, int H, int sy_b, int sy_t, int seq_per_block, int w_in_smem)
+                       int B, int T, int H, int sy_b, int sy_t, int seq_per_block, int w_in_smem,
+                       int relu)
         any H <= 1024; as rnn_bwd_warp without dx (the launcher does dx = dz @ W_ih as a GEMM).
                                                                         launch: bwd_block_launch
 

@@ -1,8 +1,9 @@
-// rnn_backward.cu: BPTT of one tanh RNN layer (rnn_forward.cu), one launch per layer for the
-// recurrence plus one for the weight gradients (float32).
+// rnn_backward.cu: BPTT of one RNN layer, tanh or relu (rnn_forward.cu), one launch per layer for
+// the recurrence plus one for the weight gradients (float32).
 //
 //   g_t  = dy_t + dh_t                       (dh_T = dh_n; dy may be NULL: zeros)
-//   dz_t = g_t * (1 - y_t*y_t)  for t < lengths[b], else 0   (tanh' from the saved output)
+//   dz_t = g_t * f'(y_t)        for t < lengths[b], else 0   (from the saved output: 1 - y*y,
+//                                                             or y > 0 with relu != 0; act_grad)
 //   dh_{t-1} = W_hh^T dz_t      for t < lengths[b], else dh_t (carried)        dh0 = dh_{-1}
 //   dx_t = W_ih^T dz_t;  dW_ih = sum dz_t x_t^T;  dW_hh = sum dz_t h_{t-1}^T;  db = sum dz_t
 // with h_{t-1} = y_{t-1} (t > 0) or h0 (t = 0): a running sequence's state at t-1 is its output.
@@ -52,7 +53,7 @@ extern "C" __global__ void rnn_bwd_warp(
     const float* dy, const float* __restrict__ dh_n, const float* __restrict__ w_ih,
     const float* __restrict__ w_hh, const float* __restrict__ y, const int* __restrict__ lengths,
     float* dz, float* __restrict__ dx, float* __restrict__ dh0,
-    int B, int T, int I, int H, int sy_b, int sy_t, int sx_b, int sx_t)
+    int B, int T, int I, int H, int sy_b, int sy_t, int sx_b, int sx_t, int relu)
 {
     const int lane = threadIdx.x & 31;
     const int seq = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -103,7 +104,7 @@ extern "C" __global__ void rnn_bwd_warp(
         for (int i = 0; i < BWD_PF; ++i) {
             if (i0 + i >= len) break;  // warp-uniform
             const int t = len - 1 - (i0 + i);
-            const float d = (gr[i] + dh) * (1.f - yr[i] * yr[i]);  // 0 on lanes >= H
+            const float d = (gr[i] + dh) * act_grad(yr[i], relu);  // 0 on lanes >= H
             // dz may alias dy: this lane read dy at this element BWD_PF steps ago, in gr.
             if (unit) dz[yo + (long long)t * sy_t + lane] = d;
             float a0 = 0.f, a1 = 0.f, c0 = 0.f, c1 = 0.f;
@@ -136,7 +137,7 @@ extern "C" __global__ void __launch_bounds__(1024) rnn_bwd_block(
     const float* dy, const float* __restrict__ dh_n, const float* __restrict__ w_hh,
     const float* __restrict__ y, const int* __restrict__ lengths, float* dz,
     float* __restrict__ dh0, int B, int T, int H, int sy_b, int sy_t, int seq_per_block,
-    int w_in_smem)
+    int w_in_smem, int relu)
 {
     extern __shared__ float smem[];
     const int S = seq_per_block;
@@ -186,7 +187,7 @@ extern "C" __global__ void __launch_bounds__(1024) rnn_bwd_block(
                         const long long o = (long long)(seq0 + s) * sy_b + (long long)t * sy_t + k;
                         const float yv = y[o];
                         const float g = (dy != nullptr ? dy[o] : 0.f) + dh[s];
-                        d = g * (1.f - yv * yv);
+                        d = g * act_grad(yv, relu);
                         dz[o] = d;
                     }
                     zp[s * H + k] = d;

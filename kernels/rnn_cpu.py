@@ -1,10 +1,11 @@
-"""Numba kernels for one tanh RNN layer on the CPU: forward over all T steps, and its BPTT.
+"""Numba kernels for one RNN layer (tanh or relu) on the CPU: forward over all T steps, and its
+BPTT.
 
 What they compute (the math of ``fastrnn/reference.py``, same positional signature):
 
-    z_t = W_ih x_t + W_hh h_{t-1} + b,  h_t = tanh(z_t)   for t < lengths[b];
-          past a length h_t = h_{t-1} and y_t = 0
-    dz_t = (dy_t + dh_t) * (1 - y_t*y_t)   (tanh' from the saved output; 0 past a length)
+    z_t = W_ih x_t + W_hh h_{t-1} + b,  h_t = f(z_t)   for t < lengths[b];
+          past a length h_t = h_{t-1} and y_t = 0;   f = tanh, or relu (``relu`` flag)
+    dz_t = (dy_t + dh_t) * f'(y_t)   (from the saved output: 1 - y*y, or y > 0; 0 past a length)
     dx_t = dz_t W_ih,  dh_{t-1} = dz_t W_hh,  db = sum dz_t,
     dW_ih = sum dz_t^T x_t,  dW_hh = sum dz_t^T h_{t-1}
 
@@ -135,6 +136,34 @@ def _tanh_f64(x):
 def _tanh_overload(x):
     """float32: the rational ``_tanh_f32`` (inlined, so SLP vectorises it); float64: libm."""
     return _tanh_f32 if x == types.float32 else _tanh_f64
+
+
+# scalar relu and its derivative from the output, typed by dtype (NaN propagates, as NumPy's)
+_F32_ZERO = np.float32(0)
+
+
+def _relu(x):  # pragma: no cover - typed through the overload below
+    raise NotImplementedError
+
+
+def _relu_grad(y):  # pragma: no cover - typed through the overload below
+    raise NotImplementedError
+
+
+@overload(_relu, inline="always")
+def _relu_overload(x):
+    if x == types.float32:
+        return lambda x: np.maximum(x, _F32_ZERO)
+    return lambda x: np.maximum(x, 0.0)
+
+
+@overload(_relu_grad, inline="always")
+def _relu_grad_overload(y):
+    """``1 if y > 0 else 0``, of y's type: the comparison cast (a select, which SLP vectorises;
+    a conditional expression here made Numba warn about its debug info)."""
+    if y == types.float32:
+        return lambda y: np.float32(y > _F32_ZERO)
+    return lambda y: np.float64(y > 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +301,44 @@ def _tanhv_16(a):
 
 
 @njit(inline="always")
+def _relu8(a):
+    return (_relu(a[0]), _relu(a[1]), _relu(a[2]), _relu(a[3]),
+            _relu(a[4]), _relu(a[5]), _relu(a[6]), _relu(a[7]))
+
+
+@njit(inline="always")
+def _reluv_32(a):
+    return _relu8(a[0]), _relu8(a[1]), _relu8(a[2]), _relu8(a[3])
+
+
+@njit(inline="always")
+def _reluv_16(a):
+    return _relu8(a[0]), _relu8(a[1])
+
+
+@njit(inline="always")
+def _dz8_relu(g, dy, y, o):
+    return ((g[o] + dy[o]) * _relu_grad(y[o]), (g[o + 1] + dy[o + 1]) * _relu_grad(y[o + 1]),
+            (g[o + 2] + dy[o + 2]) * _relu_grad(y[o + 2]),
+            (g[o + 3] + dy[o + 3]) * _relu_grad(y[o + 3]),
+            (g[o + 4] + dy[o + 4]) * _relu_grad(y[o + 4]),
+            (g[o + 5] + dy[o + 5]) * _relu_grad(y[o + 5]),
+            (g[o + 6] + dy[o + 6]) * _relu_grad(y[o + 6]),
+            (g[o + 7] + dy[o + 7]) * _relu_grad(y[o + 7]))
+
+
+@njit(inline="always")
+def _dzv_relu_32(g, dy, y):
+    return (_dz8_relu(g, dy, y, 0), _dz8_relu(g, dy, y, 8), _dz8_relu(g, dy, y, 16),
+            _dz8_relu(g, dy, y, 24))
+
+
+@njit(inline="always")
+def _dzv_relu_16(g, dy, y):
+    return _dz8_relu(g, dy, y, 0), _dz8_relu(g, dy, y, 8)
+
+
+@njit(inline="always")
 def _dz8(g, dy, y, o):
     one = y.dtype.type(1)
     return ((g[o] + dy[o]) * (one - y[o] * y[o]),
@@ -360,6 +427,8 @@ _storev = _for_target(_storev_32, _storev_16)
 _addv = _for_target(_addv_32, _addv_16)
 _tanhv = _for_target(_tanhv_32, _tanhv_16)
 _dzv = _for_target(_dzv_32, _dzv_16)
+_reluv = _for_target(_reluv_32, _reluv_16)
+_dzv_relu = _for_target(_dzv_relu_32, _dzv_relu_16)
 _zero = _for_target(_zerov_32, _zerov_16)  # a block of zeros of w's dtype: _zero(w)
 _rows = _for_target(_rows_8, _rows_4)
 _fmar = _for_target(_fmar_8, _fmar_4)
@@ -397,19 +466,30 @@ def _store_rows(out, r, o, acc):
 
 
 @njit(**JIT_OPTIONS)
-def _tanh_rows(yt, nxt, lo, hi, j0):
-    """``yt[b, j0:j0+LANES] = nxt[b, j0:j0+LANES] = tanh(yt[b, j0:j0+LANES])`` for rows
-    ``lo:hi``. Called, not inlined (inlined tanh blocks per use would cost seconds of compile
-    each), once per row group: one call per row cost ~15% of the forward."""
-    for b in range(lo, hi):
-        a = _tanhv(_load_at(yt[b], j0))
-        _store_at(yt[b], j0, a)
-        _store_at(nxt[b], j0, a)
+def _act_rows(yt, nxt, lo, hi, j0, relu):
+    """``yt[b, j0:j0+LANES] = nxt[b, j0:j0+LANES] = f(yt[b, j0:j0+LANES])`` for rows ``lo:hi``,
+    f relu (``relu``) or tanh. Called, not inlined (inlined tanh blocks per use would cost
+    seconds of compile each), once per row group: one call per row cost ~15% of the forward;
+    the flag is tested once per call, outside the straight-line lanes SLP vectorises."""
+    if relu:
+        for b in range(lo, hi):
+            a = _reluv(_load_at(yt[b], j0))
+            _store_at(yt[b], j0, a)
+            _store_at(nxt[b], j0, a)
+    else:
+        for b in range(lo, hi):
+            a = _tanhv(_load_at(yt[b], j0))
+            _store_at(yt[b], j0, a)
+            _store_at(nxt[b], j0, a)
 
 
 @njit(**JIT_OPTIONS)
-def _dz_at(g, dy, y, o):
-    """``(g + dy) * (1 - y*y)`` on lanes ``o:o+LANES``."""
+def _dz_at(g, dy, y, o, relu):
+    """``(g + dy) * f'(y)`` on lanes ``o:o+LANES``: ``y > 0`` (relu) or ``1 - y*y`` (tanh). The
+    flag is tested here, in a called function, not in :func:`_backward_chunk`'s loops (see
+    there)."""
+    if relu:
+        return _dzv_relu(g[o:o + LANES], dy[o:o + LANES], y[o:o + LANES])
     return _dzv(g[o:o + LANES], dy[o:o + LANES], y[o:o + LANES])
 
 
@@ -444,31 +524,33 @@ def _vecmat(a, b0, last, m, K, out):
 # ---------------------------------------------------------------------------------------------
 # forward
 
-def _forward_callees(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf):
+def _forward_callees(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, relu):
     """:func:`forward_kernel`'s callee typed as it calls it (``ParallelKernel``'s ``prepare``)."""
     rest = map(typeof, (h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf))
-    return [(_forward_chunk, (typeof(x).copy(layout="A"), *rest, types.int64, types.int64))], []
+    return [(_forward_chunk, (typeof(x).copy(layout="A"), *rest, types.int64, types.int64,
+                              typeof(relu)))], []
 
 
 @functools.partial(ParallelKernel, prepare=_forward_callees)
-def forward_kernel(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf):
+def forward_kernel(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, relu):
     """One layer forward. Arguments as :func:`_forward_chunk`; prange over chunks of rows."""
     B = x.shape[1]
     rows = chunk_rows(B)
     for c in prange(num_chunks_k(B)):
         _forward_chunk(x[:, :, :x.shape[2]], h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf,
-                       c * rows, min(B, c * rows + rows))
+                       c * rows, min(B, c * rows + rows), relu)
 
 
 @njit(**JIT_OPTIONS)
-def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
+def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi, relu):
     """Rows ``lo:hi`` of one layer's forward, all steps (one thread).
 
     x [T,B,I] time-major view, any strides (columns < I read)   h0 [B,H]
     wih_t [>=I,HP] = W_ih^T zero-padded   whh_t [>=H,HP]   bias [HP] (zero-padded)   lengths [B]
     y [T,B,HP] out, C-contiguous, padded (padding lanes come out 0 = tanh(0))   h_n [B,H] out
     hbuf [2,B,HP] workspace (state, double-buffered). Outputs must not alias inputs.
-    Per step and tile of ROWS rows x LANES lanes: (I+H) tile FMAs, then the vector tanh.
+    relu: relu, else tanh (both 0 at 0: the padding lanes stay 0).
+    Per step and tile of ROWS rows x LANES lanes: (I+H) tile FMAs, then the vector f.
     """
     T, _, I = x.shape
     H = h_n.shape[1]
@@ -498,7 +580,7 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
                             acc = _fmar(acc, src, r, k, m[k, j0:j0 + LANES])
                     # pre-activations; the tanh runs in place, one code copy for all rows
                     _store_rows(yt, r, j0, acc)
-                    _tanh_rows(yt, nxt, b0, min(b0 + ROWS, hi), j0)
+                    _act_rows(yt, nxt, b0, min(b0 + ROWS, hi), j0, relu)
             for b in range(b0, min(b0 + ROWS, hi)):
                 if t >= lengths[b]:  # past the length: state carried, output zero
                     for j in range(HP):
@@ -514,12 +596,13 @@ def _forward_chunk(x, h0, wih_t, whh_t, bias, lengths, y, h_n, hbuf, lo, hi):
 # backward
 
 def _backward_callees(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, dw_hh, db,
-                      dhbuf, dz, part_ih, part_hh, part_b):
+                      dhbuf, dz, part_ih, part_hh, part_b, relu):
     """:func:`backward_kernel`'s callees typed as it calls them, in two halves of ~3.5 s of
     cold compile each (``ParallelKernel``'s ``prepare``)."""
     t = typeof
     span = (types.int64, types.int64)
-    here = [(_backward_chunk, (*map(t, (dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz)), *span)),
+    here = [(_backward_chunk, (*map(t, (dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz)), *span,
+                                t(relu))),
             (_dx_chunk, (t(dz), t(wih_p), t(dx), *span))]
     there = [(_weight_grads_chunk, (t(x).copy(layout="A"), t(h0), t(y), t(dz), t(part_ih[0]),
                                     t(part_hh[0]), t(part_b[0]), *span))]
@@ -528,7 +611,7 @@ def _backward_callees(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih,
 
 @functools.partial(ParallelKernel, prepare=_backward_callees)
 def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, dw_hh, db,
-                    dhbuf, dz, part_ih, part_hh, part_b):
+                    dhbuf, dz, part_ih, part_hh, part_b, relu):
     """BPTT of one layer: :func:`_backward_chunk`, :func:`_dx_chunk` and
     :func:`_weight_grads_chunk` per chunk (prange), then a fixed-order sum of the chunks' partial
     gradients (prange over units).
@@ -542,7 +625,7 @@ def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, d
     for c in prange(num_chunks_k(B)):
         lo = c * rows
         hi = min(B, lo + rows)
-        _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi)
+        _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi, relu)
         _dx_chunk(dz, wih_p, dx, lo, hi)
         _weight_grads_chunk(x[:, :, :I], h0, y, dz, part_ih[c], part_hh[c], part_b[c], lo, hi)
     # fixed-order reduction over chunks; each output row has one owner
@@ -565,7 +648,7 @@ def backward_kernel(dy, dh_n, x, h0, wih_p, whh_p, y, lengths, dx, dh0, dw_ih, d
 
 
 @njit(**JIT_OPTIONS)
-def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
+def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi, relu):
     """Rows ``lo:hi`` of the BPTT recurrence: ``dz`` and ``dh0`` (one thread).
 
     dy [T,B,HP] padded, C (zeros where no gradient flows in from above; padding lanes 0)
@@ -573,8 +656,9 @@ def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
     lengths [B]   dh0 [B,H] out   dhbuf [2,B,HP], dz [T,B,HP] workspaces (dz is read by
     :func:`_dx_chunk` and :func:`_weight_grads_chunk`; 0 past a length). Outputs must not
     alias inputs or each other. Per step and row tile: the dz lanes, then H tile FMAs. No
-    flags: a runtime flag in here kept SLP from vectorising the dz lanes and made the whole
-    recurrence 3x slower.
+    flags tested here: a runtime flag in here kept SLP from vectorising the dz lanes and made the
+    whole recurrence 3x slower; ``relu`` (relu, else tanh) goes to :func:`_dz_at`, which tests
+    it.
     """
     T = y.shape[0]
     H = dh0.shape[1]
@@ -591,7 +675,7 @@ def _backward_chunk(dy, dh_n, whh_p, y, lengths, dh0, dhbuf, dz, lo, hi):
         for b in range(lo, hi):
             if t < lengths[b]:
                 for j0 in range(0, HP, LANES):
-                    _store_at(dzt[b], j0, _dz_at(cur[b], dy[t, b], y[t, b], j0))
+                    _store_at(dzt[b], j0, _dz_at(cur[b], dy[t, b], y[t, b], j0, relu))
             else:
                 for j in range(HP):
                     dzt[b, j] = 0
@@ -709,14 +793,16 @@ def _full_lengths(lengths, B: int, T: int) -> np.ndarray:
 
 def rnn_forward(x: np.ndarray, h0: np.ndarray | None, w_ih: np.ndarray, w_hh: np.ndarray,
                 b: np.ndarray, lengths: np.ndarray | None = None, time_major: bool = False,
-                y: np.ndarray | None = None, h_n: np.ndarray | None = None):
-    """One tanh RNN layer over all steps; see :func:`fastrnn.reference.rnn_forward`.
+                nonlinearity: str = "tanh", y: np.ndarray | None = None,
+                h_n: np.ndarray | None = None):
+    """One RNN layer over all steps; see :func:`fastrnn.reference.rnn_forward`.
 
     Parameters
     ----------
     x : [B,T,I] (or [T,B,I] if ``time_major``), float32 or float64, any strides.
     h0 : [B,H] or None (zeros).  w_ih : [H,I].  w_hh : [H,H].  b : [H].
     lengths : [B] int or None (all T).
+    nonlinearity : "tanh" or "relu".
     y, h_n : optional preallocated outputs, [B,T,H] (layout of x) and [B,H].
 
     Returns
@@ -737,20 +823,21 @@ def rnn_forward(x: np.ndarray, h0: np.ndarray | None, w_ih: np.ndarray, w_hh: np
     wih_t, whh_t, bias = pad_forward(w_ih, w_hh, b)
     y_pad = np.empty((T, B, HP), dt)  # the kernel writes whole 32-lane rows
     forward_kernel(xs, h0, wih_t, whh_t, bias, _full_lengths(lengths, B, T), y_pad, h_n,
-                   np.empty((2, B, HP), dt))
+                   np.empty((2, B, HP), dt), nonlinearity == "relu")
     _tm(y, time_major)[...] = y_pad[:, :, :H]
     return y, h_n
 
 
 def rnn_backward(dy: np.ndarray | None, dh_n: np.ndarray | None, x: np.ndarray,
                  h0: np.ndarray | None, w_ih: np.ndarray, w_hh: np.ndarray, y: np.ndarray,
-                 lengths: np.ndarray | None = None, time_major: bool = False, out=None):
+                 lengths: np.ndarray | None = None, time_major: bool = False,
+                 nonlinearity: str = "tanh", out=None):
     """BPTT of :func:`rnn_forward`; see :func:`fastrnn.reference.rnn_backward`.
 
     Parameters
     ----------
     dy : [B,T,H] (layout of x) or None.  dh_n : [B,H] or None.  x, h0, w_ih, w_hh, lengths,
-    time_major : as in :func:`rnn_forward`.  y : the forward output.
+    time_major, nonlinearity : as in :func:`rnn_forward`.  y : the forward output.
     out : optional preallocated ``(dx, dh0, dw_ih, dw_hh, db)``.
 
     Returns
@@ -782,7 +869,7 @@ def rnn_backward(dy: np.ndarray | None, dh_n: np.ndarray | None, x: np.ndarray,
     backward_kernel(dy_pad, dh_n, xs, h0, wih_p, whh_p, y_pad, _full_lengths(lengths, B, T),
                     dx_pad, dh0, dw_ih, dw_hh, db, np.empty((2, B, HP), dt),
                     np.zeros((T, B, HP), dt), np.empty((nc, I, HP), dt),
-                    np.empty((nc, H, HP), dt), np.empty((nc, HP), dt))
+                    np.empty((nc, H, HP), dt), np.empty((nc, HP), dt), nonlinearity == "relu")
     _tm(dx, time_major)[...] = dx_pad[:, :, :I]
     return dx, dh0, dw_ih, dw_hh, db
 

@@ -1,6 +1,7 @@
-// rnn_forward.cu: one tanh RNN layer over all T steps, one launch per layer (float32).
+// rnn_forward.cu: one RNN layer (tanh or relu) over all T steps, one launch per layer (float32).
 //
-//   z_t = W_ih x_t + W_hh h_{t-1} + b,  h_t = tanh(z_t)      for t <  lengths[b]
+//   z_t = W_ih x_t + W_hh h_{t-1} + b,  h_t = f(z_t)         for t <  lengths[b]
+//   f = tanh, or relu when the last argument relu != 0 (common.cuh act_f)
 //   y_t = 0 and h_t = h_{t-1} (state carried)                   for t >= lengths[b]
 //   h_n = h_{lengths[b]-1}  (h0 when lengths[b] == 0)           (TF sequence_length semantics)
 //
@@ -40,7 +41,7 @@ extern "C" __global__ void rnn_fwd_warp(
     const float* __restrict__ x, const float* __restrict__ w_ih, const float* __restrict__ w_hh,
     const float* __restrict__ b, const float* __restrict__ h0, const int* __restrict__ lengths,
     float* __restrict__ y, float* __restrict__ h_n,
-    int B, int T, int I, int H, int project, int sx_b, int sx_t, int sy_b, int sy_t)
+    int B, int T, int I, int H, int project, int sx_b, int sx_t, int sy_b, int sy_t, int relu)
 {
     const int lane = threadIdx.x & 31;
     const int seq = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -98,7 +99,7 @@ extern "C" __global__ void rnn_fwd_warp(
                 a2 += whh[k + 2] * __shfl_sync(FULL_MASK, h, k + 2);
                 a3 += whh[k + 3] * __shfl_sync(FULL_MASK, h, k + 3);
             }
-            h = tanhf((a0 + a1) + (a2 + a3));
+            h = act_f((a0 + a1) + (a2 + a3), relu);
             if (unit) ys[(long long)t * sy_t + lane] = h;
         }
 #pragma unroll
@@ -120,7 +121,8 @@ extern "C" __global__ void __launch_bounds__(1024) rnn_fwd_block(
     const float* __restrict__ xp, const float* __restrict__ w_hh_t, const float* __restrict__ b,
     const float* __restrict__ h0, const int* __restrict__ lengths,
     float* __restrict__ y, float* __restrict__ h_n,
-    int B, int T, int H, int sx_b, int sx_t, int sy_b, int sy_t, int seq_per_block, int w_in_smem)
+    int B, int T, int H, int sx_b, int sx_t, int sy_b, int sy_t, int seq_per_block, int w_in_smem,
+    int relu)
 {
     extern __shared__ float smem[];
     const int S = seq_per_block;
@@ -188,7 +190,8 @@ extern "C" __global__ void __launch_bounds__(1024) rnn_fwd_block(
                     for (int r = 0; r < KS - 1; ++r) acc[s] += red[(r * S + s) * H + j];
                     if (t < len[s]) {
                         const long long seq = seq0 + s;
-                        h[s] = tanhf(acc[s] + bias + xp[seq * sx_b + (long long)t * sx_t + j]);
+                        h[s] = act_f(acc[s] + bias + xp[seq * sx_b + (long long)t * sx_t + j],
+                                     relu);
                         y[seq * sy_b + (long long)t * sy_t + j] = h[s];
                     }
                     hq[s * H + j] = h[s];  // carried unchanged past the length

@@ -1,14 +1,15 @@
-"""The GEMM strategy for one tanh RNN layer on the CPU: BLAS for every matrix product, Numba for
-the recurrence's element-wise work: the strategy of large hidden sizes and of batch 1
+"""The GEMM strategy for one RNN layer (tanh or relu) on the CPU: BLAS for every matrix product,
+Numba for the recurrence's element-wise work: the strategy of large hidden sizes and of batch 1
 (``fastrnn/backends/cpu.py``'s ``choose`` picks it).
 
 What it computes is ``rnn_cpu``'s math (``fastrnn/reference.py``, same positional signature):
 
     forward   y_t = x_t W_ih^T + b            one GEMM [T*B,I] x [I,H] for all steps, first
-              y_t = tanh(y_t + h_{t-1} W_hh^T) per step: one GEMM [B,H] x [H,H] (at B = 1
-                                              and W_hh in L2: H dots, ``_matmul_t``), then the tanh
-              (past a length: y_t = 0, the state carried)
-    backward  dz_t = (dy_t + dh_t) * (1 - y_t*y_t),  dh_{t-1} = dz_t W_hh   per step (one GEMM)
+              y_t = f(y_t + h_{t-1} W_hh^T)    per step: one GEMM [B,H] x [H,H] (at B = 1
+                                              and W_hh in L2: H dots, ``_matmul_t``), then f
+              (past a length: y_t = 0, the state carried)   f = tanh, or relu with ``relu``
+    backward  dz_t = (dy_t + dh_t) * f'(y_t),  dh_{t-1} = dz_t W_hh   per step (one GEMM)
+              f'(y) = 1 - y*y (tanh), 1 if y > 0 else 0 (relu)
               dx = dz W_ih,  dW_ih = dz^T x,  dW_hh = dz^T [h0; y_0..y_{T-2}]  one GEMM each,
               db = sum dz                                                      after the loop
 
@@ -123,6 +124,23 @@ def _matmul_t(a, w, out):
 
 
 @njit(inline="always")
+def _act(v, relu, zero):
+    """``relu(v)`` (NaN stays NaN, as NumPy's ``maximum``) or ``tanh(v)``; ``zero`` of v's type.
+    ``relu`` is loop-invariant: LLVM hoists the branch out of the element loops."""
+    if relu:
+        return zero if v < zero else v
+    return _tanh(v)
+
+
+@njit(inline="always")
+def _act_grad(y, relu, one):
+    """f' from the output ``y``: ``1 if y > 0 else 0`` (relu) or ``1 - y*y`` (tanh)."""
+    if relu:
+        return one if y > 0 else one - one
+    return one - y * y
+
+
+@njit(inline="always")
 def _row(a, t, r, time_major):
     """Row ``(t, r)`` of ``a`` [T,B,H] (``time_major``) or [B,T,H]: a C-contiguous [H] view either
     way, so the element-wise loops over it vectorise."""
@@ -130,11 +148,12 @@ def _row(a, t, r, time_major):
 
 
 @njit(**OPTIONS)
-def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw):
+def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw, relu):
     """x2 [T*B,I] (x flat); y [T,B,H] or [B,T,H] out; h_n [B,H] out; hbuf [2,B,H], hw [B,H]
-    workspaces."""
+    workspaces; ``relu``: relu, else tanh."""
     B, H = h0.shape
     T = x2.shape[0] // B
+    zero = y.dtype.type(0)
     np.dot(x2, w_ih.T, y.reshape(-1, H))
     hbuf[0] = h0
     for t in range(T):
@@ -144,7 +163,7 @@ def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw)
             yr, hr, cr, nr = _row(y, t, r, time_major), hw[r], cur[r], nxt[r]
             if t < lengths[r]:
                 for j in range(H):
-                    v = _tanh(yr[j] + hr[j] + b[j])
+                    v = _act(yr[j] + hr[j] + b[j], relu, zero)
                     yr[j] = v
                     nr[j] = v
             else:  # past the length: output zero, state carried
@@ -155,24 +174,25 @@ def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw)
 
 
 @njit(**OPTIONS)
-def step_kernel(x, h, w_ih, w_hh, b, out):
-    """One step of every row, for online use: ``out = tanh(x W_ih^T + h W_hh^T + b)``.
-    x [B,I], h [B,H] in; out [B,H] out (all C-contiguous; out may be h)."""
+def step_kernel(x, h, w_ih, w_hh, b, out, relu):
+    """One step of every row, for online use: ``out = f(x W_ih^T + h W_hh^T + b)``, f relu
+    (``relu``) or tanh. x [B,I], h [B,H] in; out [B,H] out (all C-contiguous; out may be h)."""
     hw = np.empty_like(out)  # here, not an argument: ~0.2 us less per call
+    zero = out.dtype.type(0)
     _matmul_t(h, w_hh, hw)
     _matmul_t(x, w_ih, out)
     for r in range(out.shape[0]):
         o, a = out[r], hw[r]
         for j in range(o.shape[0]):
-            o[j] = _tanh(o[j] + a[j] + b[j])
+            o[j] = _act(o[j] + a[j] + b[j], relu, zero)
 
 
 @njit(**OPTIONS)
 def backward_kernel(dy, dh_n, x2, h0, w_ih, w_hh, y, lengths, time_major, dx2, dh0, dw_ih, dw_hh,
-                    db, dz, hp, dh, g, dhw):
+                    db, dz, hp, dh, g, dhw, relu):
     """dy, y [T,B,H] or [B,T,H] (``time_major`` or not); x2 [T*B,I] (x flat); dx2 [T*B,I] out
     (no rows: skipped); dh0 [B,H], dw_ih [H,I], dw_hh [H,H], db [H] out; dz, hp like y and dh,
-    g, dhw [B,H]: workspaces."""
+    g, dhw [B,H]: workspaces; ``relu``: relu, else tanh."""
     B, H = h0.shape
     T = x2.shape[0] // B
     one = y.dtype.type(1)
@@ -183,7 +203,7 @@ def backward_kernel(dy, dh_n, x2, h0, w_ih, w_hh, y, lengths, time_major, dx2, d
                                      _row(dz, t, r, time_major), g[r], dh[r])
             if t < lengths[r]:
                 for j in range(H):
-                    v = (dyr[j] + dhr[j]) * (one - yr[j] * yr[j])
+                    v = (dyr[j] + dhr[j]) * _act_grad(yr[j], relu, one)
                     gr[j] = v
                     dzr[j] = v
             else:
@@ -207,7 +227,7 @@ def backward_kernel(dy, dh_n, x2, h0, w_ih, w_hh, y, lengths, time_major, dx2, d
         db += dz2[n]
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity="tanh"):
     """One layer forward (``rnn_cpu.rnn_forward``'s positional signature; every argument given,
     C-contiguous). Returns ``y`` (layout of x) and ``h_n [B,H]``."""
     H, I = w_ih.shape
@@ -215,18 +235,18 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
     dt = x.dtype
     y, h_n = np.empty(x.shape[:2] + (H,), dt), np.empty((B, H), dt)
     forward_kernel(x.reshape(-1, I), w_ih, w_hh, b, lengths, h0, y, time_major, h_n,
-                   np.empty((2, B, H), dt), np.empty((B, H), dt))
+                   np.empty((2, B, H), dt), np.empty((B, H), dt), nonlinearity == "relu")
     return y, h_n
 
 
-def rnn_step(x, h, w_ih, w_hh, b):
+def rnn_step(x, h, w_ih, w_hh, b, nonlinearity="tanh"):
     """One step (:func:`step_kernel`); returns the new state ``[B,H]`` (a new array)."""
     out = np.empty(h.shape, h.dtype)
-    step_kernel(x, h, w_ih, w_hh, b, out)
+    step_kernel(x, h, w_ih, w_hh, b, out, nonlinearity == "relu")
     return out
 
 
-def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major, nonlinearity="tanh"):
     """BPTT of :func:`rnn_forward` (``rnn_cpu.rnn_backward``'s positional signature; every
     argument given, C-contiguous). Returns ``(dx, dh0, dw_ih, dw_hh, db)``."""
     H, I = w_ih.shape
@@ -236,5 +256,6 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
                                  np.empty((H, H), dt), np.empty(H, dt))
     backward_kernel(dy, dh_n, x.reshape(-1, I), h0, w_ih, w_hh, y, lengths, time_major,
                     dx.reshape(-1, I), dh0, dw_ih, dw_hh, db, np.empty(y.shape, dt),
-                    np.empty(y.shape, dt), *(np.empty((B, H), dt) for _ in range(3)))
+                    np.empty(y.shape, dt), *(np.empty((B, H), dt) for _ in range(3)),
+                    nonlinearity == "relu")
     return dx, dh0, dw_ih, dw_hh, db

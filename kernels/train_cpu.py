@@ -225,9 +225,9 @@ def _chunk_step(c, args):
     forward, the head, and (if ``train``) every layer backward, into its own partial gradients
     ``part_*[p]``, ``chunk_loss[p]``, ``chunk_correct[p]`` with ``p = dist[1] + c`` (its number
     in the global batch of ``dist[0]`` rows, which sets the chunk size)."""
-    (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
-     hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
-     dlogits, lengths, chunk_loss, chunk_correct, dist) = args
+    (xs, labels, layout, train, relu, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys,
+     h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo,
+     logits, dlogits, lengths, chunk_loss, chunk_correct, dist) = args
     L = layout.shape[0]
     H = h_n.shape[2]
     rows = rnn_cpu.chunk_rows(dist[0])
@@ -237,7 +237,7 @@ def _chunk_step(c, args):
     for k in range(L):
         inp = xs if k == 0 else ys[k - 1, :, :, :H]
         rnn_cpu._forward_chunk(inp, h0, wih_t[k], whh_t[k], bias[k], lengths, ys[k], h_n[k],
-                               hbuf, lo, hi)
+                               hbuf, lo, hi, relu)
     # the top layer's last output is its final state (the classifier runs every row T steps)
     loss, correct = _head_rows(ys[L - 1, xs.shape[0] - 1], wout_t, wout_p, b_out, labels,
                                dist[0], logits, dlogits, dh_top, part_w[p], part_bo[p], train, lo,
@@ -250,7 +250,7 @@ def _chunk_step(c, args):
             # dy: the layer above's dx, or (top layer) dxy[2], which stays zero
             rnn_cpu._backward_chunk(dxy[2] if k == L - 1 else dxy[(k + 1) & 1],
                                     dh_top if k == L - 1 else h0, whh_p[k], ys[k], lengths,
-                                    dh0, dhbuf, dz, lo, hi)
+                                    dh0, dhbuf, dz, lo, hi, relu)
             if k > 0:
                 rnn_cpu._dx_chunk(dz, wih_p[k], dxy[k & 1], lo, hi)
             rnn_cpu._weight_grads_chunk(inp, h0, ys[k], dz, part_ih[p, k], part_hh[p, k],
@@ -399,7 +399,8 @@ def step_kernel(params, m, v, saved, out_offsets, hyper, step, phase, chunk_step
     clip_norm; clip_norm 0 = no clipping)   step >= 1
     chunk_step: ``address_of(_chunk_step, (int64, typeof(args)))``
     args: the tuple :func:`_chunk_step` takes: xs [T,B,I] (a time-major view of the batch-major
-    x), labels [B] int64, layout [L,4] int64, train, b_out = params[out_offsets[1]:][:C], then
+    x), labels [B] int64, layout [L,4] int64, train, relu (the layers' f: relu, else tanh),
+    b_out = params[out_offsets[1]:][:C], then
     the workspaces (see ``ClassifierStep``): ys [L,T,B,HP] per-layer outputs, dxy [3,T,B,HP],
     part_* [NC,...] per-chunk partial gradients, chunk_loss [NC] float64, chunk_correct [NC],
     dist [2] int64: (global batch B_g, number of this process's first chunk); NC =
@@ -417,9 +418,9 @@ def step_kernel(params, m, v, saved, out_offsets, hyper, step, phase, chunk_step
     depends on B_g only: results are bitwise identical for any thread count, and for any
     split of the chunks among processes.
     """
-    (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
-     hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
-     dlogits, lengths, chunk_loss, chunk_correct, dist) = args
+    (xs, labels, layout, train, relu, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys,
+     h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo,
+     logits, dlogits, lengths, chunk_loss, chunk_correct, dist) = args
     B = dist[0]
     H = h_n.shape[2]
     if phase & CHUNKS:
@@ -465,9 +466,9 @@ def _compile_halves(params, m, v, saved, out_offsets, hyper, step, phase, chunk_
     arguments, in two halves for ``compile_in_two_processes``: ``(here, there)``, ~7-8 s of cold
     compile each (2-vCPU machine of the README, float32); ``_chunk_step`` comes after both.
     ``tests/test_kernels_cpu.py`` checks the types."""
-    (xs, labels, layout, train, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys, h_n,
-     hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo, logits,
-     dlogits, lengths, chunk_loss, chunk_correct, dist) = args
+    (xs, labels, layout, train, relu, b_out, wih_t, whh_t, bias, wih_p, whh_p, wout_t, wout_p, ys,
+     h_n, hbuf, h0, dh_top, dxy, dh0, dhbuf, dz, part_ih, part_hh, part_b, part_w, part_bo,
+     logits, dlogits, lengths, chunk_loss, chunk_correct, dist) = args
     H = h_n.shape[2]
     here = [  # pack_kernel first: a cheap probe of the cache (same source file as step_kernel);
         # then step_kernel's other callees, cached before the helper needs them for step_kernel
@@ -478,14 +479,14 @@ def _compile_halves(params, m, v, saved, out_offsets, hyper, step, phase, chunk_
         (_head_rows, (ys[0, 0], wout_t, wout_p, b_out, labels, dist[0], logits, dlogits,
                       dh_top, part_w[0], part_bo[0], train, 0, 0)),
         (rnn_cpu._backward_chunk, (dxy[2], dh_top, whh_p[0], ys[0], lengths, dh0, dhbuf, dz, 0,
-                                   0)),
+                                   0, relu)),
         (rnn_cpu._dx_chunk, (dz, wih_p[0], dxy[0], 0, 0)),
         (rnn_cpu._weight_grads_chunk, (xs, h0, ys[0], dz, part_ih[0, 0], part_hh[0, 0],
                                        part_b[0, 0], 0, 0)),
     ]
     there = [
         (rnn_cpu._forward_chunk, (xs, h0, wih_t[0], whh_t[0], bias[0], lengths, ys[0], h_n[0],
-                                  hbuf, 0, 0)),
+                                  hbuf, 0, 0, relu)),
         (step_kernel.parallel, (params, m, v, saved, out_offsets, hyper, step, phase,
                                 chunk_step, args)),
     ]
@@ -609,7 +610,7 @@ class ClassifierStep:
         x = x if _fixed_type(x, self.dtype) else np.array(x, self.dtype, order="C")
         labels = labels if _fixed_type(labels, np.int64) else np.array(labels, np.int64, order="C")
         o_b = self.out_offsets[1]
-        chunk_args = (x.swapaxes(0, 1), labels, self.layout, train,
+        chunk_args = (x.swapaxes(0, 1), labels, self.layout, train, False,  # relu: not yet
                       params[o_b:o_b + self.num_classes], *self.ws, *self.ws_tail)
         if self._chunk_step is None:  # on a cold cache: compile the kernels on two cores
             args = (params, m, v, self.saved, self.out_offsets, self.hyper, step, WHOLE, 0,

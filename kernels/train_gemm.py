@@ -64,7 +64,8 @@ class ClassifierStep:
             inp = x if k == 0 else self.ys[k - 1]
             w_ih, w_hh, b = self._layer(params, k)
             rnn_gemm.forward_kernel(inp.reshape(-1, inp.shape[2]), w_ih, w_hh, b, self.lengths,
-                                    self.zeros, self.ys[k], False, self.h_n, *self.fws)
+                                    self.zeros, self.ys[k], False, self.h_n, *self.fws,
+                                    False)  # tanh
         return self.ys[-1][:, -1], x
 
     def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
@@ -88,7 +89,7 @@ class ClassifierStep:
                 w_ih, w_hh, self.ys[k], self.lengths, False,
                 dx.reshape(-1, self.H) if dx is not None else np.empty((0, inp.shape[2]),
                                                                         self.dtype),
-                self.dh0, g_ih, g_hh, g_bk, *self.ws)
+                self.dh0, g_ih, g_hh, g_bk, *self.ws, False)  # tanh
         norm = float(self.dtype.type(math.sqrt(train_cpu.sum_squares(self.grad))))
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return float(loss), acc, norm, False

@@ -55,12 +55,13 @@ def _block_plan(B, H, per_block, w_in_smem):
 
 
 def check_forward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=None,
-                  order="forward", seed=0):
+                  order="forward", seed=0, nonlinearity="tanh"):
     """``rnn_fwd_warp`` (H <= 32; input projection fused when I <= 32, else given as W_ih x) or
     ``rnn_fwd_block`` (H > 32), against ``reference.rnn_forward``. ``per_block``: warps per
     block, or sequences per block (default: the launcher's choice)."""
     _, x, h0, w_ih, w_hh, b, lens = layer_problem(B, T, I, H, time_major, lengths)
-    y_r, hn_r = ref.rnn_forward(x, h0, w_ih, w_hh, b, lens, time_major)
+    y_r, hn_r = ref.rnn_forward(x, h0, w_ih, w_hh, b, lens, time_major, nonlinearity)
+    relu = i32(nonlinearity == "relu")
     mod = load(KERNELS / "rnn_forward.cu")
     sx, sy = L.seq_strides(B, T, I, time_major), L.seq_strides(B, T, H, time_major)
     y, h_n = nans(y_r.shape), nans((B, H))
@@ -70,29 +71,30 @@ def check_forward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=Non
         xin, win, sxin = (f32(x), f32(w_ih), sx) if project else (xp, None, sy)
         mod.launch("rnn_fwd_warp", *L.fwd_warp_launch(B, per_block), xin, win, f32(w_hh), f32(b),
                    f32(h0), lens, y, h_n, i32(B), i32(T), i32(I), i32(H), i32(project),
-                   *map(i32, sxin), *map(i32, sy), order=order, seed=seed)
+                   *map(i32, sxin), *map(i32, sy), relu, order=order, seed=seed)
     else:
         spb, smem = _block_plan(B, H, per_block, w_in_smem)
         mod.launch("rnn_fwd_block", *L.fwd_block_launch(B, H, spb, smem), xp, f32(w_hh.T), f32(b),
                    f32(h0), lens, y, h_n, i32(B), i32(T), i32(H), *map(i32, sy), *map(i32, sy),
-                   i32(spb), i32(smem), order=order, seed=seed)
+                   i32(spb), i32(smem), relu, order=order, seed=seed)
     assert_close("y", y_r, y, KERNEL_F32_FORWARD)
     assert_close("h_n", hn_r, h_n, KERNEL_F32_FORWARD)
 
 
 def check_backward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=None,
-                   alias=False, order="forward", seed=0):
+                   alias=False, order="forward", seed=0, nonlinearity="tanh"):
     """``rnn_bwd_warp`` (dx fused when I <= 32) or ``rnn_bwd_block``, then ``rnn_wgrad_partial``
     and ``rnn_wgrad_reduce`` on their ``dz`` (and ``dx = dz W_ih`` as the launcher's GEMM when
     not fused), against ``reference.rnn_backward``. ``dy`` is NULL when ``lengths`` is "none";
     ``alias`` passes one array as both ``dy`` and ``dz``, as the launcher may."""
     rng, x, h0, w_ih, w_hh, b, lens = layer_problem(B, T, I, H, time_major, lengths)
-    y = f32(ref.rnn_forward(x, h0, w_ih, w_hh, b, lens, time_major)[0])
+    y = f32(ref.rnn_forward(x, h0, w_ih, w_hh, b, lens, time_major, nonlinearity)[0])
+    relu = i32(nonlinearity == "relu")
     dy = None if lengths == "none" else rng.standard_normal(y.shape)
     dh_n = rng.standard_normal((B, H))
     names = ("dx", "dh0", "dw_ih", "dw_hh", "db")
     want = dict(zip(names, ref.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y.astype(np.float64),
-                                            lens, time_major)))
+                                            lens, time_major, nonlinearity)))
     sx, sy = L.seq_strides(B, T, I, time_major), L.seq_strides(B, T, H, time_major)
     dz = f32(dy).copy() if alias else nans(y.shape)
     dy32 = dz if alias else f32(dy)
@@ -103,13 +105,13 @@ def check_backward(B, T, I, H, time_major, lengths, per_block=None, w_in_smem=No
         mod.launch("rnn_bwd_warp", *L.bwd_warp_launch(B, per_block), dy32, f32(dh_n),
                    f32(w_ih) if fused else None, f32(w_hh), y, lens, dz,
                    got["dx"] if fused else None, got["dh0"], i32(B), i32(T), i32(I), i32(H),
-                   *map(i32, sy), *map(i32, sx), order=order, seed=seed)
+                   *map(i32, sy), *map(i32, sx), relu, order=order, seed=seed)
     else:
         fused = False
         spb, smem = _block_plan(B, H, per_block, w_in_smem)
         mod.launch("rnn_bwd_block", *L.bwd_block_launch(B, H, spb, smem), dy32, f32(dh_n),
                    f32(w_hh), y, lens, dz, got["dh0"], i32(B), i32(T), i32(H), *map(i32, sy),
-                   i32(spb), i32(smem), order=order, seed=seed)
+                   i32(spb), i32(smem), relu, order=order, seed=seed)
     if not fused:
         got["dx"] = (dz.reshape(-1, H) @ f32(w_ih)).reshape(x.shape)
     got.update(dw_ih=nans((H, I)), dw_hh=nans((H, H)), db=nans(H))

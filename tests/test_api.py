@@ -90,3 +90,44 @@ def test_rnn_backward_rejects_invalid_arguments(change, exc, match):
           "w_hh": w_hh, "y": np.zeros((B, T, H))} | change
     with pytest.raises(exc, match=match):
         fastrnn.rnn_backward(**kw, backend="reference")
+
+
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_relu_in_the_functional_api_is_the_reference(backend):
+    """``nonlinearity="relu"`` through rnn_forward, rnn_backward and rnn_step (the default
+    backend runs the CPU kernels; float64, so the kernels' tolerance is the float64 one)."""
+    from tests.tolerances import KERNEL_F64, assert_close
+
+    rng = np.random.default_rng(4)
+    x, h0 = rng.standard_normal((3, 6, 4)), rng.standard_normal((3, 5))
+    w_ih, w_hh = rng.standard_normal((5, 4)), rng.standard_normal((5, 5)) / 2
+    b = rng.standard_normal(5)
+    lengths = np.array([6, 0, 3])
+    y, h_n = fastrnn.rnn_forward(x, h0, w_ih, w_hh, b, lengths, nonlinearity="relu",
+                                 backend=backend)
+    y_r, h_r = ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, False, "relu")
+    assert_close("y", y_r, y, KERNEL_F64)
+    assert_close("h_n", h_r, h_n, KERNEL_F64)
+    dy = rng.standard_normal(y.shape)
+    got = fastrnn.rnn_backward(dy, None, x, h0, w_ih, w_hh, y, lengths, nonlinearity="relu",
+                               backend=backend)
+    want = ref.rnn_backward(dy, None, x, h0, w_ih, w_hh, y_r, lengths, False, "relu")
+    for name, r, g in zip(("dx", "dh0", "dw_ih", "dw_hh", "db"), want, got):
+        assert_close(name, r, g, KERNEL_F64)
+    step = fastrnn.rnn_step(np.ascontiguousarray(x[:, 0]), h0, w_ih, w_hh, b,
+                            nonlinearity="relu", backend=backend)
+    first = ref.rnn_forward(x[:, :1], h0, w_ih, w_hh, b, None, False, "relu")[1]
+    assert_close("rnn_step", first, step, KERNEL_F64)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: fastrnn.rnn_forward(*a, nonlinearity="sigmoid"),
+    lambda a: fastrnn.rnn_backward(None, None, a[0], a[1], a[2], a[3], a[0][..., :2],
+                                   nonlinearity="Relu"),
+    lambda a: fastrnn.rnn_step(a[0][:, 0], a[1], a[2], a[3], a[4], nonlinearity=None),
+])
+def test_an_unknown_nonlinearity_is_refused_by_name(call):
+    x = np.zeros((1, 3, 2))
+    args = (x, np.zeros((1, 2)), np.zeros((2, 2)), np.zeros((2, 2)), np.zeros(2))
+    with pytest.raises(ValueError, match="nonlinearity: expected 'tanh' or 'relu', got"):
+        call(args)

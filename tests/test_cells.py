@@ -81,24 +81,27 @@ def check_grads(name, g_ref, g, tol):
         assert_close(f"{name}.{n}", a, host(b), tol)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("time_major", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("with_h0", [False, True])
-def test_dynamic_rnn_one_cell_matches_reference(backend, time_major, with_lengths, with_h0):
+def test_dynamic_rnn_one_cell_matches_reference(backend, time_major, with_lengths, with_h0,
+                                                activation):
     x, lengths, h0s, dy, dhs = case(time_major, with_lengths, with_h0)
     dt, fwd, bwd = precision(backend)
-    cell = BasicRNNCell(6, seed=1, dtype=dt)
+    cell = BasicRNNCell(6, seed=1, dtype=dt, activation=activation)
     h0 = None if h0s is None else h0s[0]
     x, h0, dy, dh = rounded(backend, x, h0, dy, dhs[0])
     out, state, tape = dynamic_rnn(cell, dev(x, backend), lengths, dev(h0, backend), time_major,
                                    return_tape=True, backend=backend)
     w_ih, w_hh, b = (host(a) for a in cell.get_weights())
-    y_ref, h_ref = ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+    y_ref, h_ref = ref.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, activation)
     assert_close("outputs", y_ref, host(out), fwd)
     assert_close("state", h_ref, host(state), fwd)
     g = tape.backward(dev(dy, backend), dev(dh, backend))
-    dx, dh0, *dw = ref.rnn_backward(dy, dh, x, h0, w_ih, w_hh, y_ref, lengths, time_major)
+    dx, dh0, *dw = ref.rnn_backward(dy, dh, x, h0, w_ih, w_hh, y_ref, lengths, time_major,
+                                    activation)
     assert_close("d_inputs", dx, host(g.inputs), bwd)
     assert_close("d_initial_state", dh0, host(g.initial_state), bwd)
     check_grads("cell", dw, g.weights[cell], bwd)
@@ -273,6 +276,21 @@ def test_backward_after_in_place_writes_is_still_the_forwards(backend, static):
         for name in ("w_ih", "w_hh", "b"):
             np.testing.assert_array_equal(host(g1.weights[c][name]), host(g2.weights[c][name]),
                                           err_msg=f"{c!r}.{name}")
+
+
+def test_relu_cell_step_is_the_reference_step():
+    """``activation="relu"`` in a cell's one-step call (the streaming fast path, and the full
+    checks with a backend), against the reference."""
+    cell = BasicRNNCell(7, seed=2, dtype="float64", activation="relu")
+    x = np.random.default_rng(3).standard_normal((2, 5))
+    h, _ = cell(x, None)
+    w_ih, w_hh, b = cell.get_weights()
+    want = ref.rnn_forward(x[:, None], None, w_ih, w_hh, b, nonlinearity="relu")[1]
+    assert_close("relu step", want, h, KERNEL_F64)
+    assert_close("relu step (reference backend)", want, cell(x, None, backend="reference")[0],
+                 KERNEL_F64)
+    assert (h >= 0).all() and (h == 0).any()
+    assert "activation='relu'" in repr(cell)
 
 
 def test_one_step_call_and_zero_state():

@@ -168,14 +168,16 @@ def _layer_id(case):
     return f"B{B}-T{T}-I{I}-H{H}-{'tm' if tm else 'bm'}-{lengths}{extra}"
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("case", LAYERS, ids=_layer_id)
-def test_forward(case):
-    cases.check_forward(*case)
+def test_forward(case, nonlinearity):
+    cases.check_forward(*case, nonlinearity=nonlinearity)
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("case", LAYERS, ids=_layer_id)
-def test_backward(case):
-    cases.check_backward(*case)
+def test_backward(case, nonlinearity):
+    cases.check_backward(*case, nonlinearity=nonlinearity)
 
 
 def test_backward_with_dz_aliasing_dy():

@@ -75,15 +75,16 @@ def _problem(B, T, I, H, time_major, dtype, seed=0):
     return arrays, lengths, rng
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("strategy", LAYER_KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("B,T,I,H,time_major", SHAPES)
-def test_rnn_forward_backward(B, T, I, H, time_major, dtype, strategy):
+def test_rnn_forward_backward(B, T, I, H, time_major, dtype, strategy, nonlinearity):
     kernels = LAYER_KERNELS[strategy]
     (x, h0, w_ih, w_hh, b), lengths, rng = _problem(B, T, I, H, time_major, dtype)
     f64 = [a.astype(np.float64) for a in (x, h0, w_ih, w_hh, b)]
-    y, h_n = kernels.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
-    y_r, h_r = ref.rnn_forward(*f64, lengths, time_major)
+    y, h_n = kernels.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity)
+    y_r, h_r = ref.rnn_forward(*f64, lengths, time_major, nonlinearity)
     assert y.dtype == dtype and h_n.dtype == dtype
     tol = _tol(dtype, False)
     assert_close("y", y_r, y, tol)
@@ -91,10 +92,12 @@ def test_rnn_forward_backward(B, T, I, H, time_major, dtype, strategy):
 
     dy = rng.standard_normal(y.shape).astype(dtype)
     dh_n = rng.standard_normal(h_n.shape).astype(dtype)
-    grads = kernels.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+    grads = kernels.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
+                                 nonlinearity)
     # the reference's backward from the kernel's own forward output isolates the backward
     grads_r = ref.rnn_backward(dy.astype(np.float64), dh_n.astype(np.float64), f64[0], f64[1],
-                               f64[2], f64[3], y.astype(np.float64), lengths, time_major)
+                               f64[2], f64[3], y.astype(np.float64), lengths, time_major,
+                               nonlinearity)
     for name, r, o in zip(("dx", "dh0", "dw_ih", "dw_hh", "db"), grads_r, grads):
         assert o.dtype == dtype
         assert_close(name, r, o, _tol(dtype, True))

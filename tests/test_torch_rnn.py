@@ -77,16 +77,18 @@ def run_both(fast, ref, x, h0, upstream):
     return results
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("with_h0", [False, True])
-def test_outputs_and_every_gradient_match_nn_rnn(backend, dtype, layers, batch_first, with_h0):
+def test_outputs_and_every_gradient_match_nn_rnn(backend, dtype, layers, batch_first, with_h0,
+                                                 nonlinearity):
     if backend == "cuda" and dtype == "float64":
         pytest.skip("the cuda backend computes in float32 only")
     dt, dev = DTYPES[dtype], device_of(backend)
-    fast, ref = pair(layers, dt, backend, batch_first=batch_first)
+    fast, ref = pair(layers, dt, backend, batch_first=batch_first, nonlinearity=nonlinearity)
     g = torch.Generator().manual_seed(2)
     x = torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=torch.float64)
     h0 = torch.randn(layers, B, H, generator=g, dtype=torch.float64) if with_h0 else None
@@ -174,7 +176,7 @@ def test_layer_function_passes_gradcheck():
             for s in ((2, 3, 4), (2, 3), (3, 4), (3, 3), (3,))]
     lengths = np.array([3, 1])
     assert torch.autograd.gradcheck(
-        lambda *a: ft._RNNLayer.apply(*a, lengths, False, "reference"), args)
+        lambda *a: ft._RNNLayer.apply(*a, lengths, False, "tanh", "reference"), args)
 
 
 def test_double_backward_raises_instead_of_dropping_second_order_terms():
@@ -253,10 +255,9 @@ def test_adam_training_steps_follow_nn_rnn_step_by_step():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    ({"nonlinearity": "relu"}, NotImplementedError, "nonlinearity='relu'"),
     ({"dropout": 0.5, "num_layers": 2}, NotImplementedError, "dropout=0.5"),
     ({"bidirectional": True}, NotImplementedError, "bidirectional=True"),
-    ({"nonlinearity": "sigmoid"}, ValueError, "nonlinearity: expected 'tanh'"),
+    ({"nonlinearity": "sigmoid"}, ValueError, "nonlinearity: expected 'tanh' or 'relu'"),
     ({"dropout": 1.5}, ValueError, r"dropout: expected a number in \[0, 1\]"),
     ({"num_layers": 0}, ValueError, "num_layers: expected a positive int"),
     ({"backend": "tpu"}, ValueError, "backend: expected one of"),

@@ -4,9 +4,11 @@ Every backend offers the same three things, all on arrays that :mod:`fastrnn.api
 validated (dtype float32 or float64 throughout, C-contiguous in the layout given by ``time_major``,
 ``h0``/``dh_n`` always arrays, ``lengths`` always an int32 ``[B]`` array, ``dy`` always an array):
 
-``rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major) -> (y, h_n)``
-``rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major) -> (dx, dh0, dw_ih, dw_hh, db)``
-``rnn_step(x [B,I], h [B,H], w_ih, w_hh, b) -> h_new [B,H]`` (optional; one step, forward only)
+``rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity) -> (y, h_n)``
+``rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major, nonlinearity)
+-> (dx, dh0, dw_ih, dw_hh, db)``
+``rnn_step(x [B,I], h [B,H], w_ih, w_hh, b, nonlinearity) -> h_new [B,H]`` (optional; one
+step, forward only); ``nonlinearity`` is "tanh" or "relu" (checked)
 ``classifier(spec: ModelSpec) -> ClassifierKernels`` with, on flat buffers laid out by
 :mod:`fastrnn.params`:
     ``train_step(params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm)
@@ -46,7 +48,7 @@ class Backend:
     rnn_forward: Callable
     rnn_backward: Callable
     classifier: Callable  # ModelSpec -> object with train_step / evaluate / predict
-    rnn_step: Callable | None = None  # (x, h, w_ih, w_hh, b) -> h_new; None: rnn_forward, T=1
+    rnn_step: Callable | None = None  # (x, h, w_ih, w_hh, b, f) -> h_new; None: rnn_forward
 
 #: device name -> module defining ``BACKEND``
 _MODULES = {

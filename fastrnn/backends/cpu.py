@@ -72,16 +72,17 @@ def choose(batch: int, hidden: int, train: bool) -> str:
     return "gemm" if hidden * rows >= CROSSOVER_H[vector_bits()][train] * batch else "fused"
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity="tanh"):
     B = h0.shape[0]
     kernels = rnn_gemm if choose(B, w_hh.shape[0], False) == "gemm" else rnn_cpu
-    return kernels.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+    return kernels.rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity)
 
 
-def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
+def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major, nonlinearity="tanh"):
     B = h0.shape[0]
     kernels = rnn_gemm if choose(B, w_hh.shape[0], True) == "gemm" else rnn_cpu
-    return kernels.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+    return kernels.rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
+                                nonlinearity)
 
 
 def _layout(spec: ModelSpec):

@@ -137,7 +137,7 @@ class _CudaClassifier:
             shape = kl.fwd_warp_launch(B)
             args = (None if i == 0 else bf.ys[i - 1], w_ih, w_hh, b, k.NULL, k.NULL, bf.ys[i],
                     bf.hn[i], i32(B), i32(T), i32(inp_i), i32(H), i32(1), i32(sx[0]),
-                    i32(sx[1]), i32(sy[0]), i32(sy[1]))
+                    i32(sx[1]), i32(sy[0]), i32(sy[1]), i32(0))  # tanh
             launches.append((k.kernel("rnn_forward.cu", "rnn_fwd_warp"), shape.grid,
                              shape.block, args))
             inp_i = H
@@ -304,12 +304,13 @@ def _check(**arrays):
             raise TypeError(f"{name}: the cuda backend computes in float32, got {a.dtype}")
 
 
-def _rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major):
-    return _kernels().rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major)
+def _rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity="tanh"):
+    return _kernels().rnn_forward(x, h0, w_ih, w_hh, b, lengths, time_major, nonlinearity)
 
 
-def _rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major):
-    return _kernels().rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major)
+def _rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major, nonlinearity="tanh"):
+    return _kernels().rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths, time_major,
+                                   nonlinearity)
 
 
 #: raw CUDA kernels on CuPy arrays (float32); CuPy is imported on first use
