@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reference runs the NumPy reference on the CPU (default: kernels)")
     p.add_argument("--layers", type=int, default=1, help="stacked RNN layers (default: 1)")
     p.add_argument("--hidden", type=int, default=31, help="hidden units (default: 31)")
+    p.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh",
+                   help="the recurrent layers' activation (default: tanh)")
     p.add_argument("--batch-size", type=int, default=128, help="(default: 128)")
     p.add_argument("--epochs", type=int, default=10, help="(default: 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
@@ -349,6 +351,7 @@ def train(args, comm) -> int:
     if args.plot is not None:
         require("matplotlib", "--plot")
     config = {"layers": args.layers, "hidden": args.hidden, "batch_size": args.batch_size,
+              **({} if args.nonlinearity == "tanh" else {"nonlinearity": args.nonlinearity}),
               "lr": args.lr, "seed": args.seed, "shuffle": not args.no_shuffle}
     device = pick_device(args.device, args.backend)
     backend = "reference" if args.backend == "reference" else None
@@ -392,7 +395,8 @@ def train(args, comm) -> int:
     if ckpt is None:
         try:  # sizes the library refuses (too many parameters, more than the memory): one line
             model = fastrnn.RNNClassifier(INPUTS, args.hidden, args.layers, 10, device=device,
-                                          lr=args.lr, seed=args.seed, backend=backend, comm=comm)
+                                          lr=args.lr, seed=args.seed, backend=backend, comm=comm,
+                                          nonlinearity=args.nonlinearity)
         except (ValueError, TypeError, MemoryError) as e:
             sys.exit(f"error: cannot build the model: {e or type(e).__name__}")
         rng = np.random.default_rng(args.seed)
@@ -411,9 +415,10 @@ def train(args, comm) -> int:
     bs = args.batch_size
     n_batches = mnist.train.num_examples // bs
     where = "" if comm is None else f", {comm.Get_size()} processes"
-    print(f"fastrnn {fastrnn.__version__}: {args.layers} layer(s) of {args.hidden}, batch {bs}, "
-          f"device {device}, backend {args.backend}{where}, {n_batches} steps per epoch",
-          flush=True)
+    act = "" if args.nonlinearity == "tanh" else f" ({args.nonlinearity})"
+    print(f"fastrnn {fastrnn.__version__}: {args.layers} layer(s) of {args.hidden}{act}, "
+          f"batch {bs}, device {device}, backend {args.backend}{where}, {n_batches} steps per "
+          f"epoch", flush=True)
     if ckpt is not None:
         print(f"resuming from {ckpt.path} (epoch {ckpt.epoch}, step {step})", flush=True)
     if backend is None:  # the one-time compile, announced instead of hidden in the first step

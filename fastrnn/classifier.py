@@ -168,6 +168,8 @@ class RNNClassifier:
         Clip the gradients by their global L2 norm before each Adam update (TF's
         ``clip_by_global_norm``: all scaled by ``clip_norm / max(norm, clip_norm)``; see
         :func:`fastrnn.reference.clip_by_global_norm`). None or 0: no clipping.
+    nonlinearity : {"tanh", "relu"}
+        The recurrent layers' f (saved with the model; files without it are tanh).
     comm : mpi4py communicator or None
         Data-parallel training (:mod:`fastrnn.distributed`): every process of ``comm`` builds
         the model (rank 0's parameters are broadcast), and each :meth:`train_step` takes this
@@ -196,7 +198,7 @@ class RNNClassifier:
     def __init__(self, input_size: int = 28, hidden_size: int = 31, num_layers: int = 1,
                  num_classes: int = 10, device: str = "cpu", lr: float = 1e-3, seed: int = 0,
                  *, backend: str | None = None, dtype: str = "float32",
-                 clip_norm: float | None = None, comm=None):
+                 clip_norm: float | None = None, comm=None, nonlinearity: str = "tanh"):
         sizes = {n: check.positive_int(n, v) for n, v in (
             ("input_size", input_size), ("hidden_size", hidden_size),
             ("num_layers", num_layers), ("num_classes", num_classes))}
@@ -208,11 +210,12 @@ class RNNClassifier:
         if seed >= 2**64:  # save() stores it as a 64-bit integer
             check.fail("seed", "an int < 2**64", repr(seed))
         _check_comm(comm, device, backend)
+        check.nonlinearity("nonlinearity", nonlinearity)
         self._lr = _lr(lr, str(dtype))
         self._clip_norm = _clip_norm(clip_norm)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
         _check_model_size(*sizes.values(), str(dtype), np if device == "cpu" else None)
-        self.spec = ModelSpec(**sizes, dtype=str(dtype))
+        self.spec = ModelSpec(**sizes, dtype=str(dtype), nonlinearity=nonlinearity)
         self.device, self.seed = device, int(seed)
         self._dp = None
         if comm is not None:
@@ -379,7 +382,7 @@ class RNNClassifier:
                                   self.spec.num_layers, self.spec.num_classes]),
                "dtype": self.spec.dtype, "seed": self.seed, "step": self.step,
                "hyper": np.array([self.lr, self.beta1, self.beta2, self.eps]),
-               "clip_norm": self.clip_norm or 0.0,
+               "clip_norm": self.clip_norm or 0.0, "nonlinearity": self.spec.nonlinearity,
                "params": to_np(self.params), "m": to_np(self.m), "v": to_np(self.v)}
         extra = dict(extra or {})
         if clash := sorted(own.keys() & extra.keys()):
@@ -461,9 +464,10 @@ class RNNClassifier:
         seed = _entry(path, data, "seed", "iu", (), "an integer")
         clip = (_entry(path, data, "clip_norm", "f", (), "a float")
                 if "clip_norm" in data else None)  # older files: none
+        nonlinearity = str(data["nonlinearity"]) if "nonlinearity" in data else "tanh"  # older
         try:
             model = cls(*sizes, device=device, lr=lr, seed=seed, backend=backend,
-                        dtype=str(data["dtype"]), clip_norm=clip)
+                        dtype=str(data["dtype"]), clip_norm=clip, nonlinearity=nonlinearity)
         except ValueError as e:  # the file's values: the arguments were checked above
             raise ValueError(f"{path}: {e}") from e
         except MemoryError as e:  # sizes beyond this machine's memory

@@ -15,13 +15,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Sizes of an RNN classifier: ``num_layers`` tanh layers of ``hidden_size``, then a dense."""
+    """Sizes of an RNN classifier: ``num_layers`` layers of ``hidden_size`` (``nonlinearity``
+    tanh or relu), then a dense."""
 
     input_size: int
     hidden_size: int
     num_layers: int
     num_classes: int
     dtype: str = "float32"
+    nonlinearity: str = "tanh"
 
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of every parameter, in buffer order."""

@@ -333,26 +333,29 @@ def clip_by_global_norm(grads: Sequence[np.ndarray], clip_norm: float):
     return [g * g.dtype.type(scale) for g in grads], norm
 
 
-def classifier_forward(x, layers: Sequence[Layer], w_out, b_out, lengths=None, time_major=False):
+def classifier_forward(x, layers: Sequence[Layer], w_out, b_out, lengths=None, time_major=False,
+                       nonlinearity="tanh"):
     """The classifier: an RNN stack, its top layer's final state into a dense layer.
 
     Returns ``logits [B,C]`` and the per-layer outputs ``ys`` (kept for the backward).
     """
-    ys, h_n = stack_forward(x, None, layers, lengths, time_major)
+    ys, h_n = stack_forward(x, None, layers, lengths, time_major, nonlinearity)
     return dense_forward(h_n[-1], w_out, b_out), ys, h_n
 
 
 def classifier_grads(x, labels, layers: Sequence[Layer], w_out, b_out, lengths=None,
-                     time_major=False):
+                     time_major=False, nonlinearity="tanh"):
     """Loss, accuracy and every gradient of one training step (no update).
 
     Returns ``loss, acc, layer_grads, (dw_out, db_out)`` with ``layer_grads`` a list of
     ``(dw_ih, dw_hh, db)`` per layer.
     """
-    logits, ys, h_n = classifier_forward(x, layers, w_out, b_out, lengths, time_major)
+    logits, ys, h_n = classifier_forward(x, layers, w_out, b_out, lengths, time_major,
+                                         nonlinearity)
     loss, acc, dlogits = softmax_xent(logits, labels)
     dh_top, dw_out, db_out = dense_backward(dlogits, h_n[-1], w_out)
     dh_n = np.zeros_like(h_n)
     dh_n[-1] = dh_top
-    _, _, layer_grads = stack_backward(None, dh_n, x, None, layers, ys, lengths, time_major)
+    _, _, layer_grads = stack_backward(None, dh_n, x, None, layers, ys, lengths, time_major,
+                                       nonlinearity)
     return loss, acc, layer_grads, (dw_out, db_out)

@@ -1,4 +1,5 @@
-"""``fastrnn.torch.RNN``: a drop-in ``torch.nn.RNN`` (tanh or relu) that runs fastrnn's kernels.
+"""``fastrnn.torch.RNN``: a drop-in ``torch.nn.RNN`` (tanh or relu, one or two directions) that
+runs fastrnn's kernels.
 
 Swap one line, keep the rest of a PyTorch program::
 
@@ -146,11 +147,11 @@ class _RNNLayer(torch.autograd.Function):
 
 
 class RNN(nn.Module):
-    """Drop-in ``torch.nn.RNN`` (tanh or relu, unidirectional, no dropout) on fastrnn's kernels.
+    """Drop-in ``torch.nn.RNN`` (tanh or relu, one or two directions, no dropout) on fastrnn's
+    kernels.
 
-    Not supported (``NotImplementedError``): ``dropout > 0``, ``bidirectional=True``, and
-    double backward (``create_graph=True``, higher-order gradients):
-    use ``torch.nn.RNN`` for those.
+    Not supported (``NotImplementedError``): ``dropout > 0`` and double backward
+    (``create_graph=True``, higher-order gradients): use ``torch.nn.RNN`` for those.
 
     Parameters
     ----------
@@ -166,7 +167,11 @@ class RNN(nn.Module):
     dropout : float
         Only 0 (anything else in (0, 1] raises NotImplementedError).
     bidirectional : bool
-        Only False.
+        A reverse direction per layer, as nn.RNN: it runs each sequence's valid steps backwards
+        (a packed sequence's reverse starts at its last step), outputs ``[fw, bw]`` on the last
+        axis, layers above the first take ``2H`` inputs, ``h_n`` is ``[2L,B,H]`` in nn.RNN's
+        order (layer k's directions at 2k, 2k+1). The two directions are two layer calls of the
+        unidirectional kernels.
     device, dtype
         As in nn.RNN: float32 or float64 on the CPU, float32 on CUDA (with CuPy installed).
     backend : {None, "cpu", "reference", "cuda"}, keyword only
@@ -174,9 +179,10 @@ class RNN(nn.Module):
 
     Attributes
     ----------
-    weight_ih_l{k} : Parameter [H, I_k]  (I_0 = input_size, I_k = H above)
+    weight_ih_l{k} : Parameter [H, I_k]  (I_0 = input_size, I_k = H above, 2H if bidirectional)
     weight_hh_l{k} : Parameter [H, H]
     bias_ih_l{k}, bias_hh_l{k} : Parameter [H]  (when ``bias``)
+    weight_ih_l{k}_reverse, ... : the reverse direction's, when ``bidirectional``
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -191,9 +197,6 @@ class RNN(nn.Module):
         if dropout > 0:
             raise NotImplementedError(f"dropout={dropout}: fastrnn.torch.RNN has no dropout "
                                       "between layers (use dropout=0)")
-        if bidirectional:
-            raise NotImplementedError("bidirectional=True: fastrnn.torch.RNN is unidirectional "
-                                      "only")
         if backend not in (None, "cpu", "reference", "cuda"):
             check.fail("backend", "one of None, 'cpu', 'reference', 'cuda'", repr(backend))
         self.input_size = check.positive_int("input_size", input_size)
@@ -201,19 +204,28 @@ class RNN(nn.Module):
         self.num_layers = check.positive_int("num_layers", num_layers)
         self.nonlinearity, self.bias = nonlinearity, bool(bias)
         self.batch_first = bool(batch_first)
-        self.dropout, self.bidirectional, self.proj_size = float(dropout), False, 0
+        self.dropout, self.bidirectional, self.proj_size = float(dropout), bool(bidirectional), 0
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
         H = self.hidden_size
         # registration order = nn.RNN's, so reset_parameters draws the same numbers
         for k in range(self.num_layers):
-            i_k = self.input_size if k == 0 else H
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(H, i_k, **factory)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(H, H, **factory)))
-            if self.bias:
-                self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(H, **factory)))
-                self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(H, **factory)))
+            i_k = self.input_size if k == 0 else self._directions * H
+            for sfx in self._suffixes:
+                for name, shape in ((f"weight_ih_l{k}{sfx}", (H, i_k)),
+                                    (f"weight_hh_l{k}{sfx}", (H, H))) + (
+                        ((f"bias_ih_l{k}{sfx}", (H,)), (f"bias_hh_l{k}{sfx}", (H,)))
+                        if self.bias else ()):
+                    self.register_parameter(name, nn.Parameter(torch.empty(*shape, **factory)))
         self.reset_parameters()
+
+    @property
+    def _directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
 
     def reset_parameters(self) -> None:
         """nn.RNN's initialisation: every parameter ``U(-1/sqrt(H), 1/sqrt(H))``."""
@@ -226,10 +238,11 @@ class RNN(nn.Module):
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
-        """Per layer ``[weight_ih, weight_hh(, bias_ih, bias_hh)]``, as nn.RNN."""
-        names = ["weight_ih_l{}", "weight_hh_l{}"] + (["bias_ih_l{}", "bias_hh_l{}"]
-                                                      if self.bias else [])
-        return [[getattr(self, n.format(k)) for n in names] for k in range(self.num_layers)]
+        """Per layer and direction ``[weight_ih, weight_hh(, bias_ih, bias_hh)]``, as nn.RNN."""
+        names = ["weight_ih_l{}{}", "weight_hh_l{}{}"] + (["bias_ih_l{}{}", "bias_hh_l{}{}"]
+                                                          if self.bias else [])
+        return [[getattr(self, n.format(k, sfx)) for n in names]
+                for k in range(self.num_layers) for sfx in self._suffixes]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -241,14 +254,23 @@ class RNN(nn.Module):
             s += ", bias=False"
         if self.batch_first:
             s += ", batch_first=True"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         if self.backend is not None:
             s += f", backend={self.backend!r}"
         return s
 
-    def _layer_bias(self, k: int, like: torch.Tensor) -> torch.Tensor:
+    def _layer_bias(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """One bias (``b_ih + b_hh``) of layer-direction ``name`` (``l0``, ``l0_reverse``, ...)."""
         if not self.bias:
             return like.new_zeros(self.hidden_size)
-        return getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")
+        return getattr(self, f"bias_ih_{name}") + getattr(self, f"bias_hh_{name}")
+
+    def _direction(self, name: str, x, h0, lengths, time_major):
+        """One direction of one layer (``name`` as in :meth:`_layer_bias`): ``(y, h_n)``."""
+        return _RNNLayer.apply(x, h0, getattr(self, f"weight_ih_{name}"),
+                               getattr(self, f"weight_hh_{name}"), self._layer_bias(name, x),
+                               lengths, time_major, self.nonlinearity, self.backend)
 
     def forward(self, input, hx: torch.Tensor | None = None):
         """Run all layers over all steps.
@@ -256,7 +278,7 @@ class RNN(nn.Module):
         Parameters
         ----------
         input : Tensor [T,B,I] ([B,T,I] if ``batch_first``), [T,I] (unbatched), or PackedSequence
-        hx : Tensor [L,B,H] ([L,H] when unbatched) or None (zeros)
+        hx : Tensor [D*L,B,H] ([D*L,H] when unbatched; D = 2 if bidirectional) or None (zeros)
             For a PackedSequence, in the batch order of the original sequences, as nn.RNN.
 
         Tensors are float32 or float64 on the CPU, float32 on CUDA, in the parameters' dtype and
@@ -266,7 +288,8 @@ class RNN(nn.Module):
         -------
         output : Tensor [T,B,H] ([B,T,H] if ``batch_first``; [T,H] unbatched), or a PackedSequence
             with the input's ``batch_sizes`` and indices when the input was one
-        h_n : Tensor [L,B,H] ([L,H] unbatched): each layer's state after each sequence's last step
+        h_n : Tensor [D*L,B,H] ([D*L,H] unbatched): each layer and direction's state after its
+            last step
         """
         packed = isinstance(input, PackedSequence)
         lengths = None
@@ -297,12 +320,13 @@ class RNN(nn.Module):
                             f"parameters), got {x.dtype} on {x.device}")
         api.backend_for(x.device.type, self.backend, "input")  # one that runs where input is
         B = x.shape[1] if time_major else x.shape[0]
-        L, H = self.num_layers, self.hidden_size
+        L, H, D = self.num_layers, self.hidden_size, self._directions
         if hx is not None:
-            want = (L, B, H) if batched else (L, H)
+            want = (D * L, B, H) if batched else (D * L, H)
+            meaning = ("[2L,B,H]" if batched else "[2L,H]") if D == 2 else (
+                "[L,B,H]" if batched else "[L,H]")
             if not isinstance(hx, torch.Tensor) or tuple(hx.shape) != want:
-                check.fail("hx", f"a Tensor of shape {'[L,B,H]' if batched else '[L,H]'} = "
-                           f"{want}", check._describe(hx))
+                check.fail("hx", f"a Tensor of shape {meaning} = {want}", check._describe(hx))
             if hx.dtype != w0.dtype or hx.device != w0.device:
                 raise TypeError(f"hx: expected a {w0.dtype} tensor on {w0.device}, got "
                                 f"{hx.dtype} on {hx.device}")
@@ -311,17 +335,38 @@ class RNN(nn.Module):
         states = []
         y = x
         for k in range(L):
-            y, h = _RNNLayer.apply(y, None if hx is None else hx[k],
-                                   getattr(self, f"weight_ih_l{k}"),
-                                   getattr(self, f"weight_hh_l{k}"), self._layer_bias(k, x),
-                                   lengths, time_major, self.nonlinearity, self.backend)
+            h0 = [None] * D if hx is None else [hx[D * k + d] for d in range(D)]
+            y_f, h = self._direction(f"l{k}", y, h0[0], lengths, time_major)
             states.append(h)
+            if D == 2:
+                rev = _Reverse(lengths, time_major, y)
+                y_r, h = self._direction(f"l{k}_reverse", rev(y), h0[1], lengths, time_major)
+                states.append(h)
+                y_f = torch.cat([y_f, rev(y_r)], dim=-1)
+            y = y_f
         h_n = torch.stack(states)
         if packed:
             return _repack(y, input), h_n
         if not batched:
             return y.squeeze(1), h_n.squeeze(1)
         return y, h_n
+
+
+class _Reverse:
+    """TF's ``reverse_sequence`` on tensors of one batch: each sequence's first ``lengths[b]``
+    steps in reverse order, the rest in place (all T steps without ``lengths``), as one gather
+    along the time axis (autograd flows through it); applied twice, the identity."""
+
+    def __init__(self, lengths, time_major: bool, like: torch.Tensor):
+        self.dim = 0 if time_major else 1
+        T, B = like.shape[self.dim], like.shape[1 - self.dim]
+        t = np.arange(T)[:, None]
+        n = np.full((1, B), T) if lengths is None else np.asarray(lengths)[None, :]
+        idx = np.where(t < n, n - 1 - t, t)  # [T,B]
+        self.idx = torch.from_numpy(idx if time_major else idx.T.copy()).to(like.device)
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        return a.gather(self.dim, self.idx[..., None].expand(*self.idx.shape, a.shape[-1]))
 
 
 def _repack(y: torch.Tensor, like: PackedSequence) -> PackedSequence:

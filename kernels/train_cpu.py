@@ -551,10 +551,13 @@ class ClassifierStep:
     shard : ``(global batch, first chunk)`` for one process's share of a data-parallel step:
         its ``batch`` rows are chunks ``first chunk, ...`` of the global batch (a whole number
         of ``rnn_cpu.chunk_rows(global batch)``); None: the whole batch is here
+    relu : the layers' nonlinearity is relu (else tanh)
     """
 
     def __init__(self, layout, out_offsets, hidden_size: int, num_classes: int, num_params: int,
-                 batch: int, steps: int, dtype, shard: tuple[int, int] | None = None):
+                 batch: int, steps: int, dtype, shard: tuple[int, int] | None = None, *,
+                 relu: bool = False):
+        self.relu = bool(relu)
         self.layout = np.ascontiguousarray(layout, dtype=np.int64)
         L = self.layout.shape[0]
         H, C, B, T = hidden_size, num_classes, batch, steps
@@ -610,7 +613,7 @@ class ClassifierStep:
         x = x if _fixed_type(x, self.dtype) else np.array(x, self.dtype, order="C")
         labels = labels if _fixed_type(labels, np.int64) else np.array(labels, np.int64, order="C")
         o_b = self.out_offsets[1]
-        chunk_args = (x.swapaxes(0, 1), labels, self.layout, train, False,  # relu: not yet
+        chunk_args = (x.swapaxes(0, 1), labels, self.layout, train, self.relu,
                       params[o_b:o_b + self.num_classes], *self.ws, *self.ws_tail)
         if self._chunk_step is None:  # on a cold cache: compile the kernels on two cores
             args = (params, m, v, self.saved, self.out_offsets, self.hyper, step, WHOLE, 0,

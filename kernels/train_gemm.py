@@ -27,7 +27,8 @@ class ClassifierStep:
     ``train_cpu.ClassifierStep``."""
 
     def __init__(self, layout, out_offsets, hidden_size: int, num_classes: int, num_params: int,
-                 batch: int, steps: int, dtype):
+                 batch: int, steps: int, dtype, *, relu: bool = False):
+        self.relu = bool(relu)
         self.layout = np.asarray(layout, np.int64)
         self.out_offsets = tuple(int(o) for o in out_offsets)
         H, C, B, T = hidden_size, num_classes, batch, steps
@@ -65,7 +66,7 @@ class ClassifierStep:
             w_ih, w_hh, b = self._layer(params, k)
             rnn_gemm.forward_kernel(inp.reshape(-1, inp.shape[2]), w_ih, w_hh, b, self.lengths,
                                     self.zeros, self.ys[k], False, self.h_n, *self.fws,
-                                    False)  # tanh
+                                    self.relu)
         return self.ys[-1][:, -1], x
 
     def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm):
@@ -89,7 +90,7 @@ class ClassifierStep:
                 w_ih, w_hh, self.ys[k], self.lengths, False,
                 dx.reshape(-1, self.H) if dx is not None else np.empty((0, inp.shape[2]),
                                                                         self.dtype),
-                self.dh0, g_ih, g_hh, g_bk, *self.ws, False)  # tanh
+                self.dh0, g_ih, g_hh, g_bk, *self.ws, self.relu)
         norm = float(self.dtype.type(math.sqrt(train_cpu.sum_squares(self.grad))))
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return float(loss), acc, norm, False

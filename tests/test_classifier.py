@@ -212,3 +212,45 @@ def test_cuda_device_without_a_gpu_says_why():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="device='cuda' is unavailable: "):
         make(None, device="cuda")
+
+
+@pytest.mark.parametrize("strategy", ["fused", "gemm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_relu_classifier_steps_follow_the_reference(strategy, layers, monkeypatch):
+    """``nonlinearity="relu"``: four clipped training steps (B=5, T=7, a NaN batch in between
+    that must change nothing), predict and evaluate, on both CPU strategies, against the
+    reference classifier (float64)."""
+    from fastrnn.backends import get_backend
+    from fastrnn.params import ModelSpec, init_params
+    from tests.steps import batch, run_steps
+    from tests.tolerances import KERNEL_F32_BACKWARD, KERNEL_F32_FORWARD, assert_close
+
+    monkeypatch.setenv("FASTRNN_CPU_STRATEGY", strategy)
+    spec = ModelSpec(6, 33, layers, 4, nonlinearity="relu")
+    want = run_steps(np, "reference", spec, 4, 5, 7, clip=0.5, nan_at=(2,))
+    got = run_steps(np, "cpu", spec, 4, 5, 7, clip=0.5, nan_at=(2,))
+    assert_close("losses", want[0], got[0], KERNEL_F32_FORWARD)
+    assert_close("grad norms", want[2], got[2], KERNEL_F32_BACKWARD)
+    assert_close("params after 3 steps", want[3], got[3], KERNEL_F32_BACKWARD)
+    params, (x, labels) = init_params(spec, 1), batch(spec, 6, 7, 9)
+    ref_clf, clf = get_backend("reference").classifier(spec), get_backend("cpu").classifier(spec)
+    assert_close("logits", ref_clf.predict(params.astype(np.float64), x.astype(np.float64)),
+                 clf.predict(params, x), KERNEL_F32_FORWARD)
+    assert_close("evaluate loss",
+                 ref_clf.evaluate(params.astype(np.float64), x.astype(np.float64), labels)[0],
+                 clf.evaluate(params, x, labels)[0], KERNEL_F32_FORWARD)
+    tanh = get_backend("reference").classifier(ModelSpec(6, 33, layers, 4))
+    assert not np.allclose(tanh.predict(params.astype(np.float64), x.astype(np.float64)),
+                           ref_clf.predict(params.astype(np.float64), x.astype(np.float64)))
+
+
+def test_the_nonlinearity_is_saved_and_old_files_load_as_tanh(tmp_path):
+    model = make(None, nonlinearity="relu")
+    model.save(tmp_path / "relu.npz")
+    assert fastrnn.RNNClassifier.load(tmp_path / "relu.npz").spec.nonlinearity == "relu"
+    with np.load(tmp_path / "relu.npz") as f:  # a file from before the option: no entry
+        data = {k: f[k] for k in f.files if k != "nonlinearity"}
+    np.savez(tmp_path / "old.npz", **data)
+    assert fastrnn.RNNClassifier.load(tmp_path / "old.npz").spec.nonlinearity == "tanh"
+    with pytest.raises(ValueError, match="nonlinearity: expected 'tanh' or 'relu'"):
+        make(None, nonlinearity="gelu")

@@ -51,6 +51,18 @@ def test_classifier_steps_match_the_reference(fake_cp, monkeypatch, I, H, layers
     assert_close("params after 3 steps", want[3], got[3], KERNEL_F32_BACKWARD)
 
 
+@pytest.mark.parametrize("I,H,layers", [(6, 5, 2), (40, 33, 2)], ids=["warp", "block"])
+def test_relu_classifier_steps_match_the_reference(fake_cp, monkeypatch, I, H, layers):  # noqa: E741
+    """``nonlinearity="relu"``: eager steps (the NaN step included) and inference."""
+    spec = ModelSpec(I, H, layers, 4, nonlinearity="relu")
+    want = run_steps(np, "reference", spec, 3, 5, 7, clip=0.05, nan_at=(2,))
+    got = run_steps(fake_cp, "cuda", spec, 3, 5, 7, monkeypatch, graph=False, clip=0.05,
+                    nan_at=(2,))
+    assert_close("losses", want[0], got[0], KERNEL_F32_FORWARD)
+    assert_close("params after 2 steps", want[3], got[3], KERNEL_F32_BACKWARD)
+    check_inference(fake_cp, spec, 6, 7)
+
+
 @pytest.mark.parametrize("I,H,layers", SHAPES)
 def test_evaluate_and_predict_match_the_reference(fake_cp, I, H, layers):  # noqa: E741
     check_inference(fake_cp, ModelSpec(I, H, layers, 4), 6, 7)

@@ -77,6 +77,7 @@ def run_both(fast, ref, x, h0, upstream):
     return results
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -84,21 +85,24 @@ def run_both(fast, ref, x, h0, upstream):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_outputs_and_every_gradient_match_nn_rnn(backend, dtype, layers, batch_first, with_h0,
-                                                 nonlinearity):
+                                                 nonlinearity, bidirectional):
     if backend == "cuda" and dtype == "float64":
         pytest.skip("the cuda backend computes in float32 only")
     dt, dev = DTYPES[dtype], device_of(backend)
-    fast, ref = pair(layers, dt, backend, batch_first=batch_first, nonlinearity=nonlinearity)
+    fast, ref = pair(layers, dt, backend, batch_first=batch_first, nonlinearity=nonlinearity,
+                     bidirectional=bidirectional)
+    D = 2 if bidirectional else 1
     g = torch.Generator().manual_seed(2)
     x = torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=torch.float64)
-    h0 = torch.randn(layers, B, H, generator=g, dtype=torch.float64) if with_h0 else None
-    R = torch.randn((B, T, H) if batch_first else (T, B, H), generator=g, dtype=torch.float64)
-    S = torch.randn(layers, B, H, generator=g, dtype=torch.float64)
+    h0 = torch.randn(D * layers, B, H, generator=g, dtype=torch.float64) if with_h0 else None
+    R = torch.randn((B, T, D * H) if batch_first else (T, B, D * H), generator=g,
+                    dtype=torch.float64)
+    S = torch.randn(D * layers, B, H, generator=g, dtype=torch.float64)
     x, R, S = x.to(dev), R.to(dev), S.to(dev)
     h0 = None if h0 is None else h0.to(dev)
     (y, h_n, xl, hl), (y_r, h_r, xl_r, hl_r) = run_both(fast, ref, x, h0, (R, S))
     fwd, bwd = tols(dt)
-    assert y.dtype == dt and y.shape == y_r.shape and h_n.shape == (layers, B, H)
+    assert y.dtype == dt and y.shape == y_r.shape and h_n.shape == (D * layers, B, H)
     compare("output", y_r, y, fwd)
     compare("h_n", h_r, h_n, fwd)
     compare("d_input", xl_r.grad, xl.grad, bwd)
@@ -109,20 +113,25 @@ def test_outputs_and_every_gradient_match_nn_rnn(backend, dtype, layers, batch_f
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_packed_sequence_matches_nn_rnn(backend, enforce_sorted, layers, batch_first):
+def test_packed_sequence_matches_nn_rnn(backend, enforce_sorted, layers, batch_first,
+                                        bidirectional):
+    """Packed sequences of lengths T, 5, 3, 1: the reverse direction starts at each sequence's
+    last step, as nn.RNN's."""
     dev = device_of(backend)
     dt = torch.float32 if backend == "cuda" else torch.float64  # cuda: float32 only
     fwd, bwd = tols(dt)
-    fast, ref = pair(layers, dt, backend, batch_first=batch_first)
+    fast, ref = pair(layers, dt, backend, batch_first=batch_first, bidirectional=bidirectional)
+    D = 2 if bidirectional else 1
     lengths = torch.tensor([T, 5, 3, 1]) if enforce_sorted else torch.tensor([3, T, 1, 5])
     nb = len(lengths)
     g = torch.Generator().manual_seed(3)
     x = torch.randn((nb, T, I) if batch_first else (T, nb, I), generator=g, dtype=torch.float64)
-    h0 = torch.randn(layers, nb, H, generator=g, dtype=torch.float64).to(dev)
-    S = torch.randn(layers, nb, H, generator=g, dtype=torch.float64).to(dev)
+    h0 = torch.randn(D * layers, nb, H, generator=g, dtype=torch.float64).to(dev)
+    S = torch.randn(D * layers, nb, H, generator=g, dtype=torch.float64).to(dev)
     outs = []
     for m, m_dt in ((fast, dt), (ref, torch.float64)):
         xl, hl = leaf(x.to(dev, m_dt)), leaf(h0.to(m_dt))
@@ -256,7 +265,6 @@ def test_adam_training_steps_follow_nn_rnn_step_by_step():
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"dropout": 0.5, "num_layers": 2}, NotImplementedError, "dropout=0.5"),
-    ({"bidirectional": True}, NotImplementedError, "bidirectional=True"),
     ({"nonlinearity": "sigmoid"}, ValueError, "nonlinearity: expected 'tanh' or 'relu'"),
     ({"dropout": 1.5}, ValueError, r"dropout: expected a number in \[0, 1\]"),
     ({"num_layers": 0}, ValueError, "num_layers: expected a positive int"),

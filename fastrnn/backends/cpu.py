@@ -112,7 +112,8 @@ class _CpuClassifier:
         return self._steps.get(
             (x.shape[0], x.shape[1], x.dtype.str, strategy, shard),
             lambda: step(self._layout, self._out, s.hidden_size, s.num_classes, s.size,
-                         x.shape[0], x.shape[1], x.dtype, *extra))
+                         x.shape[0], x.shape[1], x.dtype, *extra,
+                         relu=s.nonlinearity == "relu"))
 
     def train_step(self, params, m, v, step, x, labels, lr, beta1, beta2, eps, clip_norm,
                    shard=None, gather=None):

@@ -96,6 +96,7 @@ class _CudaClassifier:
         if spec.dtype != "float32":
             raise TypeError(f"dtype: the cuda backend computes in float32, got {spec.dtype}")
         self.spec = spec
+        self.relu = spec.nonlinearity == "relu"
         self._bufs: ShapeCache[_Buffers] = ShapeCache()  # with its captured graph
         H, I = spec.hidden_size, spec.input_size
         self.graphable = H <= 32 and I <= 32 and os.environ.get("FASTRNN_CUDA_GRAPH", "1") != "0"
@@ -109,7 +110,8 @@ class _CudaClassifier:
         k = _kernels()
         inp = x
         for i, (w_ih, w_hh, b) in enumerate(layers(params, self.spec)):
-            k.forward_into(inp, None, w_ih, w_hh, b, None, False, bf.ys[i], bf.hn[i])
+            k.forward_into(inp, None, w_ih, w_hh, b, None, False, bf.ys[i], bf.hn[i],
+                           self.relu)
             inp = bf.ys[i]
         return bf.hn[-1]
 
@@ -137,7 +139,7 @@ class _CudaClassifier:
             shape = kl.fwd_warp_launch(B)
             args = (None if i == 0 else bf.ys[i - 1], w_ih, w_hh, b, k.NULL, k.NULL, bf.ys[i],
                     bf.hn[i], i32(B), i32(T), i32(inp_i), i32(H), i32(1), i32(sx[0]),
-                    i32(sx[1]), i32(sy[0]), i32(sy[1]), i32(0))  # tanh
+                    i32(sx[1]), i32(sy[0]), i32(sy[1]), i32(self.relu))
             launches.append((k.kernel("rnn_forward.cu", "rnn_fwd_warp"), shape.grid,
                              shape.block, args))
             inp_i = H
@@ -193,7 +195,8 @@ class _CudaClassifier:
             dx = None if i == 0 else bf.dx[i % 2]
             k.backward_into(dy, bf.dh_top if i == spec.num_layers - 1 else None, inp, None,
                             w_ih, w_hh, bf.ys[i], None, False, bf.dz, dx, bf.dh0,
-                            gv[f"w_ih_l{i}"], gv[f"w_hh_l{i}"], gv[f"b_l{i}"], bf.wg_part)
+                            gv[f"w_ih_l{i}"], gv[f"w_hh_l{i}"], gv[f"b_l{i}"], bf.wg_part,
+                            self.relu)
             dy = dx
         if sum_on_device is not None:  # means of the gradients and the loss, sum of correct rows
             sum_on_device(ex, n + 1)

@@ -21,8 +21,8 @@ class _ReferenceClassifier:
         lys, w_out, b_out = self._unpack(params)
         # NaN or inf in the batch or the weights is reported through loss and norm, not warned
         with np.errstate(over="ignore", invalid="ignore"):
-            loss, acc, layer_grads, dense_grads = ref.classifier_grads(x, labels, lys, w_out,
-                                                                       b_out)
+            loss, acc, layer_grads, dense_grads = ref.classifier_grads(
+                x, labels, lys, w_out, b_out, nonlinearity=self.spec.nonlinearity)
             grads = [g for lg in layer_grads for g in lg] + list(dense_grads)  # params' order
             clipped, norm = ref.clip_by_global_norm(grads, clip_norm)
             # judged and reported in the parameters' dtype (the loss already is), as the kernels
@@ -45,7 +45,8 @@ class _ReferenceClassifier:
 
     def predict(self, params, x):
         lys, w_out, b_out = self._unpack(params)
-        return ref.classifier_forward(x, lys, w_out, b_out)[0]
+        return ref.classifier_forward(x, lys, w_out, b_out,
+                                      nonlinearity=self.spec.nonlinearity)[0]
 
 
 BACKEND = Backend("reference", ref.rnn_forward, ref.rnn_backward, _ReferenceClassifier)
