@@ -26,7 +26,8 @@ HAVE_CPU = importlib.util.find_spec("fastrnn.backends.cpu") is not None
 IMPLS = ["fastrnn.torch.RNN", "nn.RNN"]
 
 
-def train_step(impl: str, shape: Shape, layers: int, seed: int = 0, nonlinearity: str = "tanh"):
+def train_step(impl: str, shape: Shape, layers: int, seed: int = 0, nonlinearity: str = "tanh",
+               bidirectional: bool = False):
     """A warmed-up training step closure: forward, cross-entropy on the last output, backward,
     Adam. Both implementations start from the same weights (nn.RNN's init under ``seed``)."""
     if impl.startswith("fastrnn") and not HAVE_CPU:
@@ -36,13 +37,13 @@ def train_step(impl: str, shape: Shape, layers: int, seed: int = 0, nonlinearity
     x, y = batch(shape)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(seed)
-    rnn = torch.nn.RNN(shape.I, shape.H, layers, batch_first=True, nonlinearity=nonlinearity)
+    kw = {"batch_first": True, "nonlinearity": nonlinearity, "bidirectional": bidirectional}
+    rnn = torch.nn.RNN(shape.I, shape.H, layers, **kw)
     if impl.startswith("fastrnn"):
-        fast = fastrnn.torch.RNN(shape.I, shape.H, layers, batch_first=True,
-                                 nonlinearity=nonlinearity)
+        fast = fastrnn.torch.RNN(shape.I, shape.H, layers, **kw)
         fast.load_state_dict(rnn.state_dict())
         rnn = fast
-    fc = torch.nn.Linear(shape.H, shape.C)
+    fc = torch.nn.Linear(shape.H * (2 if bidirectional else 1), shape.C)
     opt = torch.optim.Adam([*rnn.parameters(), *fc.parameters()], lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -65,11 +66,16 @@ def _record(benchmark, group: str, shape: Shape, layers: int, impl: str) -> None
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("layers", [1, 3])
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_dropin_train_step(benchmark, layers, impl, nonlinearity):
-    """The drop-in's step against nn.RNN's, with either nonlinearity (relu: issue 18)."""
-    step = train_step(impl, SHOWCASE, layers, nonlinearity=nonlinearity)
-    group = "torch drop-in train" + ("" if nonlinearity == "tanh" else " relu")
+@pytest.mark.parametrize("nonlinearity,bidirectional", [("tanh", False), ("relu", False),
+                                                        ("tanh", True)])
+def test_dropin_train_step(benchmark, layers, impl, nonlinearity, bidirectional):
+    """The drop-in's step against nn.RNN's, with either nonlinearity and either number of
+    directions (issue 18). The report's GFLOP/s count one direction (compare times and
+    ratios in the bidirectional tables)."""
+    step = train_step(impl, SHOWCASE, layers, nonlinearity=nonlinearity,
+                      bidirectional=bidirectional)
+    group = ("torch drop-in train" + ("" if nonlinearity == "tanh" else " relu")
+             + (" bidirectional" if bidirectional else ""))
     _record(benchmark, group, SHOWCASE, layers, impl)
     benchmark(step)
 

@@ -1,4 +1,5 @@
-"""TensorFlow-1-style cells: ``BasicRNNCell``, ``MultiRNNCell``, ``dynamic_rnn`` and ``static_rnn``.
+"""TensorFlow-1-style cells: ``BasicRNNCell``, ``MultiRNNCell``, ``dynamic_rnn``, ``static_rnn`` and
+``bidirectional_dynamic_rnn``.
 
 Code written for TF1's ``tf.nn.dynamic_rnn`` runs here with the same calls and the same semantics
 (``sequence_length``: zero outputs and a carried state past each length), on NumPy arrays (CPU)
@@ -47,6 +48,7 @@ import numpy as np
 from fastrnn import _validate as check
 from fastrnn import api
 from fastrnn.params import ModelSpec, init_params, views
+from fastrnn.reference import reverse_index
 
 WEIGHT_NAMES = ("w_ih", "w_hh", "b")
 
@@ -540,3 +542,76 @@ def static_rnn(cell: Cell, inputs: Sequence, initial_state=None, sequence_length
                                 static=True, taped=return_tape)
     outputs = list(outputs)
     return (outputs, state, tape) if return_tape else (outputs, state)
+
+
+def _reverse_sequence(x, lengths, time_major: bool):
+    """TF's ``reverse_sequence`` (:func:`fastrnn.reference.reverse_sequence`) on NumPy or CuPy:
+    each sequence's first ``lengths[b]`` steps reversed, the rest in place; a new array."""
+    xp = api._xp(x)
+    T, B = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
+    idx = reverse_index(T, B, lengths, xp)
+    idx = idx if time_major else idx.T
+    return xp.take_along_axis(x, idx[..., None], axis=0 if time_major else 1)
+
+
+class BidirectionalTape:
+    """The tapes of both directions of :func:`bidirectional_dynamic_rnn`; ``backward`` takes
+    ``d_outputs = (d_fw, d_bw)`` and ``d_state = (d_state_fw, d_state_bw)`` (each entry may be
+    None) and returns :class:`Gradients` whose ``inputs`` is the sum over both directions,
+    ``initial_state`` the pair ``(fw, bw)``, and ``weights`` both cells' (summed for a cell
+    used in both directions)."""
+
+    def __init__(self, fw: RNNTape, bw: RNNTape, lengths, time_major: bool):
+        self._fw, self._bw, self._lengths, self._time_major = fw, bw, lengths, time_major
+
+    def backward(self, d_outputs=None, d_state=None) -> Gradients:
+        d_fw, d_bw = (None, None) if d_outputs is None else d_outputs
+        s_fw, s_bw = (None, None) if d_state is None else d_state
+        rev = lambda a: None if a is None else _reverse_sequence(  # noqa: E731
+            a, self._lengths, self._time_major)
+        g_fw = self._fw.backward(d_fw, s_fw)
+        g_bw = self._bw.backward(rev(d_bw), s_bw)
+        weights = dict(g_fw.weights)
+        for cell, g in g_bw.weights.items():
+            weights[cell] = {n: weights[cell][n] + g[n] for n in WEIGHT_NAMES} if (
+                cell in weights) else g
+        return Gradients(g_fw.inputs + rev(g_bw.inputs),
+                         (g_fw.initial_state, g_bw.initial_state), weights)
+
+
+def bidirectional_dynamic_rnn(cell_fw: Cell, cell_bw: Cell, inputs, sequence_length=None,
+                              initial_state_fw=None, initial_state_bw=None,
+                              time_major: bool = False, *, return_tape: bool = False,
+                              backend: str | None = None):
+    """TF1's ``tf.nn.bidirectional_dynamic_rnn``: ``cell_fw`` over ``inputs`` and ``cell_bw``
+    over each sequence's valid steps in reverse (TF's ``reverse_sequence`` with
+    ``sequence_length``: it starts at step ``sequence_length[b]-1``), its outputs put back in
+    time order (zero past each length).
+
+    Parameters
+    ----------
+    cell_fw, cell_bw : BasicRNNCell or MultiRNNCell
+    inputs, sequence_length, time_major, return_tape, backend : as in :func:`dynamic_rnn`
+    initial_state_fw, initial_state_bw : as ``initial_state`` in :func:`dynamic_rnn`
+
+    Returns
+    -------
+    outputs : ``(output_fw, output_bw)``, each ``[B,T,H]`` (``[T,B,H]``); TF concatenates
+        nothing either (``xp.concatenate(outputs, -1)`` gives nn.RNN's ``[fw, bw]``)
+    states : ``(state_fw, state_bw)``, each as ``state`` in :func:`dynamic_rnn`
+    tape : :class:`BidirectionalTape`, only when ``return_tape``
+    """
+    out_fw, st_fw, tape_fw = _run(cell_fw, inputs, initial_state_fw, sequence_length, time_major,
+                                  backend, static=False, taped=return_tape)
+    xp = api._xp(out_fw)
+    B, T = (out_fw.shape[1], out_fw.shape[0]) if time_major else out_fw.shape[:2]
+    lengths = None if sequence_length is None else check.lengths(
+        "sequence_length", sequence_length, xp, B, T, like="inputs")
+    x = xp.asarray(inputs)  # checked by the forward direction's run above
+    out_r, st_bw, tape_bw = _run(cell_bw, _reverse_sequence(x, lengths, time_major),
+                                 initial_state_bw, lengths, time_major, backend, static=False,
+                                 taped=return_tape)
+    outputs = (out_fw, _reverse_sequence(out_r, lengths, time_major))
+    if not return_tape:
+        return outputs, (st_fw, st_bw)
+    return outputs, (st_fw, st_bw), BidirectionalTape(tape_fw, tape_bw, lengths, time_major)

@@ -3,10 +3,14 @@
 fastrnn's layers are ``(w_ih [H,I], w_hh [H,H], b [H])`` per layer, bottom first (the layout of
 :mod:`fastrnn.reference`, :class:`fastrnn.cells.BasicRNNCell` and :class:`fastrnn.torch.RNN`).
 
-PyTorch ``nn.RNN`` (tanh, unidirectional)::
+PyTorch ``nn.RNN`` (tanh or relu: the weights are the same)::
 
     weight_ih_l{k} [H,I_k] = w_ih     weight_hh_l{k} [H,H] = w_hh
     bias_ih_l{k} + bias_hh_l{k} = b   (export: bias_ih = b, bias_hh = 0)
+
+    bidirectional: 2L layers, layer k's forward direction at 2k and its reverse at 2k+1 (the
+    order of :func:`fastrnn.reference.stack_forward` and of ``h_n``), the reverse one under
+    the ``_reverse`` names; layers above the first take ``2H`` inputs
 
 TF1 ``BasicRNNCell`` (``h = tanh(concat([x, h]) @ kernel + bias)``)::
 
@@ -42,7 +46,7 @@ from fastrnn import _validate as check
 
 Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # (w_ih [H,I], w_hh [H,H], b [H])
 
-_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
 #: a MultiRNNCell cell's scope: ``{prefix}/cell_{k}/{cell name}`` (``basic_rnn_cell`` unless the
 #: cell was given a name), cell_{k} a whole component
 _TF_CELL = re.compile(r"^(?:(.*)/)?cell_(\d+)/[^/]+$")
@@ -85,10 +89,14 @@ def _check_weights(where: str, w_ih, w_hh) -> tuple[np.ndarray, np.ndarray]:
     return w_ih, w_hh
 
 
-def _check_layers(layers: Sequence) -> list[Layer]:
+def _check_layers(layers: Sequence, bidirectional: bool = False) -> list[Layer]:
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
         raise TypeError(f"layers: expected a non-empty list of (w_ih, w_hh, b), got "
                         f"{check._describe(layers)}")
+    D = 2 if bidirectional else 1
+    if len(layers) % D:
+        check.fail("layers", "an even number of entries (two directions per layer) with "
+                   "bidirectional=True", f"{len(layers)} entries")
     out = []
     for k, lay in enumerate(layers):
         if not isinstance(lay, Sequence) or len(lay) != 3:
@@ -100,35 +108,46 @@ def _check_layers(layers: Sequence) -> list[Layer]:
         if b.dtype != w_hh.dtype:
             raise TypeError(f"layers[{k}].b: expected dtype {w_hh.dtype} (the dtype of "
                             f"layers[{k}].w_hh), got {b.dtype}")
-        if k > 0 and w_ih.shape[1] != out[-1][1].shape[0]:
-            check.fail(f"layers[{k}].w_ih", f"input size {out[-1][1].shape[0]} (the previous "
-                       "layer's H)", f"shape {w_ih.shape}")
+        if k >= D and w_ih.shape[1] != D * out[-1][1].shape[0]:
+            what = "twice the previous layer's H" if D == 2 else "the previous layer's H"
+            check.fail(f"layers[{k}].w_ih", f"input size {D * out[-1][1].shape[0]} ({what})",
+                       f"shape {w_ih.shape}")
+        if k % D and (w_ih.shape != out[-1][0].shape or w_hh.shape != out[-1][1].shape):
+            check.fail(f"layers[{k}]", f"the shapes of layers[{k - 1}] (one layer's two "
+                       "directions)", f"w_ih {w_ih.shape}, w_hh {w_hh.shape}")
         out.append((w_ih, w_hh, b))
     return out
 
 
-def to_torch(layers: Sequence, *, bias: bool = True, as_tensors: bool = False) -> dict:
+def to_torch(layers: Sequence, *, bias: bool = True, as_tensors: bool = False,
+             bidirectional: bool = False) -> dict:
     """An ``nn.RNN`` state dict from fastrnn layers.
 
     Parameters
     ----------
     layers : list of (w_ih [H,I_k], w_hh [H,H], b [H])
+        Bottom first; with ``bidirectional``, each layer's forward then reverse direction.
     bias : bool
         True: ``bias_ih_l{k} = b``, ``bias_hh_l{k} = 0`` (for ``nn.RNN(..., bias=True)``);
         False: no bias entries (for ``bias=False``; every ``b`` must then be zero).
     as_tensors : bool
         Return torch tensors (imports torch) instead of NumPy arrays.
+    bidirectional : bool
+        For ``nn.RNN(..., bidirectional=True)``: entry 2k + 1 goes to the ``_reverse`` names.
 
     Returns
     -------
     dict
-        ``weight_ih_l{k}``, ``weight_hh_l{k}`` (and ``bias_ih_l{k}``, ``bias_hh_l{k}``), copies.
+        ``weight_ih_l{k}``, ``weight_hh_l{k}`` (and ``bias_ih_l{k}``, ``bias_hh_l{k}``; each with
+        ``_reverse`` for the reverse direction), copies, in nn.RNN's order.
     """
     out = {}
-    for k, (w_ih, w_hh, b) in enumerate(_check_layers(layers)):
-        out[f"weight_ih_l{k}"], out[f"weight_hh_l{k}"] = w_ih.copy(), w_hh.copy()
+    D = 2 if bidirectional else 1
+    for k, (w_ih, w_hh, b) in enumerate(_check_layers(layers, bidirectional)):
+        sfx = f"{k // D}" + ("_reverse" if k % D else "")
+        out[f"weight_ih_l{sfx}"], out[f"weight_hh_l{sfx}"] = w_ih.copy(), w_hh.copy()
         if bias:
-            out[f"bias_ih_l{k}"], out[f"bias_hh_l{k}"] = b.copy(), np.zeros_like(b)
+            out[f"bias_ih_l{sfx}"], out[f"bias_hh_l{sfx}"] = b.copy(), np.zeros_like(b)
         elif np.any(b):
             check.fail(f"layers[{k}].b", "all zeros with bias=False (the bias would be lost)",
                        "a non-zero bias")
@@ -152,12 +171,13 @@ def from_torch(state_dict: Mapping, *, prefix: str = "") -> list[Layer]:
     Returns
     -------
     list of (w_ih [H,I_k], w_hh [H,H], b [H])
-        ``b = bias_ih + bias_hh`` (zeros when the RNN had ``bias=False``).
+        ``b = bias_ih + bias_hh`` (zeros when the RNN had ``bias=False``). With ``_reverse``
+        weights (``bidirectional=True``): two entries per layer, forward then reverse.
 
     Raises
     ------
     NotImplementedError
-        Bidirectional (``*_reverse``) or projected (``weight_hr_*``) weights.
+        Projected (``weight_hr_*``) weights.
     TypeError
         Keys that are not str, or a layer whose arrays differ in dtype.
     ValueError
@@ -171,22 +191,28 @@ def from_torch(state_dict: Mapping, *, prefix: str = "") -> list[Layer]:
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
-        if name.endswith("_reverse"):
-            raise NotImplementedError(f"{key}: bidirectional RNN weights are not supported")
         if name.startswith("weight_hr"):
             raise NotImplementedError(f"{key}: projected (proj_size > 0) weights are not "
                                       "supported")
         m = _TORCH_KEY.match(name)
-        if m:
-            found.setdefault(int(m.group(2)), {})[m.group(1)] = _numpy(key, value)
+        if m:  # entry 2k + 1 for layer k's reverse direction, 2k for the others (for now)
+            found.setdefault((int(m.group(2)), bool(m.group(3))), {})[m.group(1)] = _numpy(
+                key, value)
+    bidirectional = any(rev for _, rev in found)
+    D = 2 if bidirectional else 1
+    found = {D * k + rev: p for (k, rev), p in found.items()}
     if not found:
         check.fail("state_dict", f"nn.RNN keys like {prefix}weight_ih_l0",
                    sorted(state_dict)[:6])
-    if sorted(found) != list(range(len(found))):
-        check.fail("state_dict", f"layers 0..{len(found) - 1}", f"layers {sorted(found)}")
+    if sorted(found) != list(range(len(found))) or len(found) % D:
+        names = [f"l{i // D}" + ("_reverse" if i % D else "") for i in sorted(found)]
+        want = "both directions of " if D == 2 else ""
+        check.fail("state_dict", f"{want}layers 0..{(len(found) + D - 1) // D - 1}",
+                   f"layers {names}")
     layers = []
-    for k in range(len(found)):
-        p = found[k]
+    for i in range(len(found)):
+        p = found[i]
+        k = f"{i // D}" + ("_reverse" if i % D else "")
         for n in ("weight_ih", "weight_hh"):
             if n not in p:
                 check.fail("state_dict", f"{prefix}{n}_l{k}", "no such key")
@@ -205,7 +231,7 @@ def from_torch(state_dict: Mapping, *, prefix: str = "") -> list[Layer]:
                 check.shape(f"{prefix}{n}_l{k}", a, (H,), "[H]")
         b = p["bias_ih"] + p["bias_hh"] if "bias_ih" in p else np.zeros(H, w_hh.dtype)
         layers.append((p["weight_ih"].copy(), p["weight_hh"].copy(), b))
-    return _check_layers(layers)
+    return _check_layers(layers, bidirectional)
 
 
 def tf_kernel(w_ih, w_hh) -> np.ndarray:

@@ -118,17 +118,23 @@ def rnn_backward(dy, dh_n, x, h0, w_ih, w_hh, y, lengths=None, time_major=False,
     return _time_major(dxs, time_major), dh, dw_ih, dw_hh, db
 
 
+def reverse_index(T: int, B: int, lengths=None, xp=np):
+    """``[T,B]``: the step that step t of sequence b reads when reversed over its valid prefix,
+    ``lengths[b] - 1 - t`` for ``t < lengths[b]``, else ``t`` (all T steps without ``lengths``);
+    on ``xp`` (NumPy or CuPy). The one definition of the reverse direction's order."""
+    t = xp.arange(T)[:, None]
+    n = xp.full((1, B), T) if lengths is None else xp.asarray(lengths)[None, :]
+    return xp.where(t < n, n - 1 - t, t)
+
+
 def reverse_sequence(x, lengths=None, time_major=False):
     """TF's ``reverse_sequence``: each sequence's first ``lengths[b]`` steps in reverse order,
     the steps past its length left where they are (all T steps without ``lengths``). A new
     array of ``x``'s layout; applied twice it gives ``x`` back."""
     xs = _time_major(x, time_major)
     T, B = xs.shape[:2]
-    out = xs.copy()
-    for i in range(B):
-        n = T if lengths is None else int(lengths[i])
-        out[:n, i] = xs[:n, i][::-1]
-    return _time_major(out, time_major)
+    idx = reverse_index(T, B, lengths)
+    return _time_major(xs[idx, np.arange(B)], time_major)
 
 
 def bidirectional_forward(x, h0s, fw: Layer, bw: Layer, lengths=None, time_major=False,

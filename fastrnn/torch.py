@@ -52,6 +52,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 from fastrnn import _validate as check
 from fastrnn import api
+from fastrnn.reference import reverse_index
 
 __all__ = ["RNN"]
 
@@ -359,10 +360,7 @@ class _Reverse:
 
     def __init__(self, lengths, time_major: bool, like: torch.Tensor):
         self.dim = 0 if time_major else 1
-        T, B = like.shape[self.dim], like.shape[1 - self.dim]
-        t = np.arange(T)[:, None]
-        n = np.full((1, B), T) if lengths is None else np.asarray(lengths)[None, :]
-        idx = np.where(t < n, n - 1 - t, t)  # [T,B]
+        idx = reverse_index(like.shape[self.dim], like.shape[1 - self.dim], lengths)  # [T,B]
         self.idx = torch.from_numpy(idx if time_major else idx.T.copy()).to(like.device)
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:

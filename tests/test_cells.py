@@ -15,6 +15,7 @@ from fastrnn.cells import (
     Gradients,
     MultiRNNCell,
     RNNTape,
+    bidirectional_dynamic_rnn,
     dynamic_rnn,
     keras_init,
     static_rnn,
@@ -276,6 +277,42 @@ def test_backward_after_in_place_writes_is_still_the_forwards(backend, static):
         for name in ("w_ih", "w_hh", "b"):
             np.testing.assert_array_equal(host(g1.weights[c][name]), host(g2.weights[c][name]),
                                           err_msg=f"{c!r}.{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_bidirectional_dynamic_rnn_matches_the_reference(backend, time_major, with_lengths):
+    """TF1's bidirectional_dynamic_rnn: the reverse direction over each sequence's valid steps
+    (lengths T, 0, 2), outputs in time order, both states; the tape's gradients against
+    ``reference.bidirectional_backward``. The reverse cell is relu, to tell the two apart."""
+    x, lengths, h0s, dy, dhs = case(time_major, with_lengths, True, Hs=(6, 6))
+    dt, fwd, bwd = precision(backend)
+    fw, bw = BasicRNNCell(6, seed=1, dtype=dt), BasicRNNCell(6, seed=2, dtype=dt,
+                                                               activation="relu")
+    x, h_fw, h_bw, dy, d_fw, d_bw = rounded(backend, x, h0s[0], h0s[1], dy, dhs[0], dhs[1])
+    (o_fw, o_bw), (s_fw, s_bw), tape = bidirectional_dynamic_rnn(
+        fw, bw, dev(x, backend), lengths, dev(h_fw, backend), dev(h_bw, backend), time_major,
+        return_tape=True, backend=backend)
+    w_fw = tuple(host(a) for a in fw.get_weights())
+    w_bw = tuple(host(a) for a in bw.get_weights())
+    # the reference runs one nonlinearity per call: each direction on its own
+    y_f, h_f = ref.rnn_forward(x, h_fw, *w_fw, lengths, time_major)
+    rev = lambda a: ref.reverse_sequence(a, lengths, time_major)  # noqa: E731
+    y_r, h_b = ref.rnn_forward(rev(x), h_bw, *w_bw, lengths, time_major, "relu")
+    for name, want, got in (("output_fw", y_f, o_fw), ("output_bw", rev(y_r), o_bw),
+                            ("state_fw", h_f, s_fw), ("state_bw", h_b, s_bw)):
+        assert_close(name, want, host(got), fwd)
+    g = tape.backward((dev(dy, backend), dev(dy, backend)), (dev(d_fw, backend),
+                                                            dev(d_bw, backend)))
+    dx_f, dh0_f, *dw_f = ref.rnn_backward(dy, d_fw, x, h_fw, *w_fw[:2], y_f, lengths, time_major)
+    dx_r, dh0_b, *dw_b = ref.rnn_backward(rev(dy), d_bw, rev(x), h_bw, *w_bw[:2], y_r, lengths,
+                                          time_major, "relu")
+    assert_close("d_inputs", dx_f + rev(dx_r), host(g.inputs), bwd)
+    assert_close("d_initial_state_fw", dh0_f, host(g.initial_state[0]), bwd)
+    assert_close("d_initial_state_bw", dh0_b, host(g.initial_state[1]), bwd)
+    check_grads("cell_fw", dw_f, g.weights[fw], bwd)
+    check_grads("cell_bw", dw_b, g.weights[bw], bwd)
 
 
 def test_relu_cell_step_is_the_reference_step():

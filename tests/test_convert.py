@@ -58,6 +58,32 @@ def test_from_torch_sums_the_two_biases_and_accepts_no_bias():
     assert sorted(sd) == ["weight_hh_l0", "weight_ih_l0"]
 
 
+def bidirectional_layers(seed=0, H=4, L=2):
+    """2L entries: layer k's forward and reverse directions (inputs I, then 2H)."""
+    rng = np.random.default_rng(seed)
+    return [tuple(rng.standard_normal(s) for s in ((H, I if k < 2 else 2 * H), (H, H), (H,)))
+            for k in range(2 * L)]
+
+
+def test_bidirectional_torch_round_trip_and_nn_rnn():
+    """``_reverse`` names in nn.RNN's order both ways, and nn.RNN(bidirectional=True) runs the
+    converted weights as the reference does."""
+    lys = bidirectional_layers()
+    sd = convert.to_torch(lys, bidirectional=True)
+    assert list(sd) == [f"{n}_l{k}{sfx}" for k in range(2) for sfx in ("", "_reverse")
+                        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert_layers_equal(convert.from_torch(sd), lys)
+    torch = pytest.importorskip("torch")
+    rnn = torch.nn.RNN(I, 4, 2, batch_first=True, bidirectional=True).double()
+    rnn.load_state_dict(convert.to_torch(lys, as_tensors=True, bidirectional=True))
+    x = np.random.default_rng(1).standard_normal((3, 6, I))
+    y, h_n = rnn(torch.from_numpy(x))
+    ys, h_ref = ref.stack_forward(x, None, lys, bidirectional=True)
+    assert_close("output", ys[-1], y.detach().numpy(), KERNEL_F64)
+    assert_close("h_n", h_ref, h_n.detach().numpy(), KERNEL_F64)
+    assert_layers_equal(convert.from_torch(rnn.state_dict()), convert.from_torch(sd))
+
+
 def test_nn_rnn_runs_converted_weights_like_the_reference():
     torch = pytest.importorskip("torch")
     lys = layers(sizes=(4, 4))
@@ -157,15 +183,20 @@ def test_converters_return_new_arrays_even_for_size_one_dims(sizes, i):
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda: convert.from_torch({"weight_ih_l0_reverse": np.zeros((2, 2))}),
-     NotImplementedError, "bidirectional"),
+    (lambda: convert.from_torch({"weight_ih_l0_reverse": np.zeros((2, 2)),
+                                 "weight_hh_l0_reverse": np.zeros((2, 2))}), ValueError,
+     r"state_dict: expected both directions of layers 0..0, got layers \['l0_reverse'\]"),
+    (lambda: convert.to_torch(layers(sizes=(4, 4, 4)), bidirectional=True), ValueError,
+     "layers: expected an even number of entries"),
+    (lambda: convert.to_torch(layers(sizes=(4, 4)), bidirectional=True), ValueError,
+     r"layers\[1\]: expected the shapes of layers\[0\] \(one layer's two directions\)"),
     (lambda: convert.from_torch({"weight_hr_l0": np.zeros((2, 2))}), NotImplementedError,
      "proj_size"),
     (lambda: convert.from_torch({"fc.weight": np.zeros(2)}), ValueError,
      "state_dict: expected nn.RNN keys like weight_ih_l0"),
     (lambda: convert.from_torch({"weight_ih_l1": np.zeros((2, 2)),
                                  "weight_hh_l1": np.zeros((2, 2))}), ValueError,
-     r"state_dict: expected layers 0..0, got layers \[1\]"),
+     r"state_dict: expected layers 0..0, got layers \['l1'\]"),
     (lambda: convert.from_torch({"weight_ih_l0": np.zeros((2, 3))}), ValueError,
      "state_dict: expected weight_hh_l0"),
     (lambda: convert.from_torch({"weight_ih_l0": np.zeros((2, 3)), "weight_hh_l0": np.zeros((2, 2)),
