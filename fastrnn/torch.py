@@ -335,12 +335,12 @@ class RNN(nn.Module):
                 hx = hx.unsqueeze(1)
         states = []
         y = x
+        rev = _Reverse(lengths, time_major, x) if D == 2 else None  # one index for every layer
         for k in range(L):
             h0 = [None] * D if hx is None else [hx[D * k + d] for d in range(D)]
             y_f, h = self._direction(f"l{k}", y, h0[0], lengths, time_major)
             states.append(h)
             if D == 2:
-                rev = _Reverse(lengths, time_major, y)
                 y_r, h = self._direction(f"l{k}_reverse", rev(y), h0[1], lengths, time_major)
                 states.append(h)
                 y_f = torch.cat([y_f, rev(y_r)], dim=-1)

@@ -44,7 +44,7 @@ import os
 import numpy as np
 from numba import njit
 
-from .rnn_cpu import _tanh, vector_bits
+from .rnn_cpu import _relu, _relu_grad, _tanh, vector_bits
 
 #: How long (2^n cycles) SciPy's OpenBLAS, which ``np.dot`` calls here, keeps its idle worker
 #: threads spinning after a call. Its default, 28 (~0.1 s), starves the fused kernels' OpenMP
@@ -124,19 +124,20 @@ def _matmul_t(a, w, out):
 
 
 @njit(inline="always")
-def _act(v, relu, zero):
-    """``relu(v)`` (NaN stays NaN, as NumPy's ``maximum``) or ``tanh(v)``; ``zero`` of v's type.
-    ``relu`` is loop-invariant: LLVM hoists the branch out of the element loops."""
+def _act(v, relu):
+    """``relu(v)`` or ``tanh(v)`` (``rnn_cpu``'s scalar ones, typed by dtype). ``relu`` is
+    loop-invariant: LLVM hoists the branch out of the element loops."""
     if relu:
-        return zero if v < zero else v
+        return _relu(v)
     return _tanh(v)
 
 
 @njit(inline="always")
 def _act_grad(y, relu, one):
-    """f' from the output ``y``: ``1 if y > 0 else 0`` (relu) or ``1 - y*y`` (tanh)."""
+    """f' from the output ``y``: ``rnn_cpu._relu_grad`` (1 if y > 0 else 0) or ``1 - y*y``
+    (``one`` of y's type: an int 1 would make float32 arithmetic float64)."""
     if relu:
-        return one if y > 0 else one - one
+        return _relu_grad(y)
     return one - y * y
 
 
@@ -153,7 +154,6 @@ def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw,
     workspaces; ``relu``: relu, else tanh."""
     B, H = h0.shape
     T = x2.shape[0] // B
-    zero = y.dtype.type(0)
     np.dot(x2, w_ih.T, y.reshape(-1, H))
     hbuf[0] = h0
     for t in range(T):
@@ -163,7 +163,7 @@ def forward_kernel(x2, w_ih, w_hh, b, lengths, h0, y, time_major, h_n, hbuf, hw,
             yr, hr, cr, nr = _row(y, t, r, time_major), hw[r], cur[r], nxt[r]
             if t < lengths[r]:
                 for j in range(H):
-                    v = _act(yr[j] + hr[j] + b[j], relu, zero)
+                    v = _act(yr[j] + hr[j] + b[j], relu)
                     yr[j] = v
                     nr[j] = v
             else:  # past the length: output zero, state carried
@@ -178,13 +178,12 @@ def step_kernel(x, h, w_ih, w_hh, b, out, relu):
     """One step of every row, for online use: ``out = f(x W_ih^T + h W_hh^T + b)``, f relu
     (``relu``) or tanh. x [B,I], h [B,H] in; out [B,H] out (all C-contiguous; out may be h)."""
     hw = np.empty_like(out)  # here, not an argument: ~0.2 us less per call
-    zero = out.dtype.type(0)
     _matmul_t(h, w_hh, hw)
     _matmul_t(x, w_ih, out)
     for r in range(out.shape[0]):
         o, a = out[r], hw[r]
         for j in range(o.shape[0]):
-            o[j] = _act(o[j] + a[j] + b[j], relu, zero)
+            o[j] = _act(o[j] + a[j] + b[j], relu)
 
 
 @njit(**OPTIONS)
